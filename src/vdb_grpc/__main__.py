@@ -1,0 +1,3 @@
+from vdb_grpc.cli import main
+
+raise SystemExit(main())

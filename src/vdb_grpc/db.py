@@ -1,0 +1,117 @@
+"""Database access: the asyncpg pool, the pgvector codec, and classification of driver errors.
+
+Query functions live in ``vdb_grpc.queries``; this module only builds connections and knows which asyncpg
+exceptions mean "the database is unavailable" (UNAVAILABLE for the client) rather than a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from vdb_grpc.errors import Unavailable
+from vdb_grpc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_HALFVEC_HEADER = struct.Struct(">HH")
+
+#: Exceptions meaning the database could not be reached or the connection broke.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def encode_halfvec(value: Any) -> bytes:
+    """Binary wire format of pgvector's ``halfvec``: dim, unused, then big-endian float16 values."""
+    arr = np.asarray(value, dtype=">f2")
+    if arr.ndim != 1:
+        raise ValueError("halfvec must be one-dimensional")
+    return _HALFVEC_HEADER.pack(arr.shape[0], 0) + arr.tobytes()
+
+
+def decode_halfvec(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """``halfvec`` binary → float32 numpy array (values are float16-rounded)."""
+    dim, _ = _HALFVEC_HEADER.unpack_from(data)
+    return np.frombuffer(data, dtype=">f2", count=dim, offset=4).astype(np.float32)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: binary codecs for halfvec and jsonb."""
+    await conn.set_type_codec(
+        "halfvec", schema="public", encoder=encode_halfvec, decoder=decode_halfvec, format="binary"
+    )
+
+
+async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+    """Open the pool (after migrations, so the ``halfvec`` type exists).
+
+    Raises:
+        Unavailable: the database cannot be reached.
+    """
+    server_settings = {"application_name": "vdb-grpc"}
+    if settings.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            init=init_connection,
+            server_settings=server_settings,
+            command_timeout=None,
+        )
+    except UNAVAILABLE_ERRORS as exc:
+        raise Unavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
+    assert pool is not None
+    return pool
+
+
+async def check_database(dsn: str) -> None:
+    """Fail early, with an operator-friendly message, when the database cannot hold our schema.
+
+    Creates the ``vector`` extension when it is missing and the role may create it.
+
+    Raises:
+        RuntimeError: unreachable database, or pgvector missing / not creatable.
+    """
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(dsn), timeout=15)
+    except (TimeoutError, *UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+        raise RuntimeError(f"cannot connect to the database: {type(exc).__name__}: {exc}") from exc
+    try:
+        installed = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        if installed is None:
+            available = await conn.fetchval("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+            if available is None:
+                raise RuntimeError(
+                    "the PostgreSQL server has no pgvector extension; install pgvector >= 0.7 on the server "
+                    "(https://github.com/pgvector/pgvector#installation)"
+                )
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except asyncpg.PostgresError as exc:
+                raise RuntimeError(
+                    "the extension 'vector' is not installed in this database and this role may not create it "
+                    f"({exc.sqlstate}): run CREATE EXTENSION vector; as a superuser"
+                ) from exc
+            installed = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        major, minor = (int(x) for x in str(installed).split(".")[:2])
+        if (major, minor) < (0, 7):
+            raise RuntimeError(f"pgvector {installed} is too old; vdb-grpc needs >= 0.7 (halfvec)")
+        log.info("database ok: pgvector %s", installed)
+    finally:
+        await conn.close()

@@ -1,0 +1,134 @@
+"""The composition root: builds every component from settings and a pool, and runs the server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vdb_grpc.api.api_standards import ApiStandardServicer
+from vdb_grpc.api.users import UserServicer
+from vdb_grpc.db import check_database, create_pool
+from vdb_grpc.domain.api_standards import ApiStandards
+from vdb_grpc.domain.users import Users
+from vdb_grpc.interceptors import ServiceInterceptor
+from vdb_grpc.migrate import apply_migrations
+from vdb_grpc.settings import Settings
+from vdb_grpc.v1 import api_standard_pb2, api_standard_pb2_grpc, user_pb2, user_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    api_standard_pb2.DESCRIPTOR.services_by_name["ApiStandardService"].full_name,
+)
+
+
+@dataclass
+class VdbServer:
+    """A built (not yet started) server and the parts tests and ``serve`` need to reach."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def start(self) -> None:
+        """Start serving and report SERVING for every service."""
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None) -> None:
+        """Report NOT_SERVING, then stop, letting in-flight RPCs finish within ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
+    """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``."""
+    users = Users(pool)
+    standards = ApiStandards(pool)
+
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(admin_key=settings.admin_key, resolve_user_key=users.authenticate)],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
+    api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+
+    if settings.tls_cert_file and settings.tls_key_file:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(settings.listen, credentials)
+    else:
+        port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {settings.listen}")
+    return VdbServer(server=server, port=port, health=health_servicer)
+
+
+async def prepare_database(settings: Settings, dsn: str, *, migrate: bool) -> None:
+    """Check pgvector and apply pending migrations (under yoyo's lock) unless ``migrate`` is False."""
+    await check_database(dsn)
+    if migrate:
+        applied = await asyncio.to_thread(apply_migrations, dsn)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        else:
+            log.info("database schema is up to date")
+
+
+async def serve(settings: Settings, *, migrate: bool = True) -> None:
+    """Run the service until SIGTERM/SIGINT (embedded PostgreSQL when no database URL is set)."""
+    embedded = None
+    if settings.embedded:
+        from vdb_grpc.embedded import resolve_embedded_secrets, start_embedded_database
+
+        settings = resolve_embedded_secrets(settings)
+        embedded = await asyncio.to_thread(start_embedded_database, settings)
+        dsn = embedded.dsn
+    else:
+        assert settings.database_url is not None
+        dsn = settings.database_url
+    if not settings.encryption_key:
+        log.warning("ENCRYPTION_KEY is not set: requests that carry a provider API key will be refused")
+    try:
+        await prepare_database(settings, dsn, migrate=migrate)
+        pool = await create_pool(dsn, settings)
+        try:
+            vdb = build_server(settings, pool)
+            await vdb.start()
+            host = settings.listen.rpartition(":")[0]
+            log.info("vdb-grpc serving on %s:%d", host, vdb.port)
+
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            log.info("shutting down: finishing in-flight calls (up to %.0fs)", settings.shutdown_grace_seconds)
+            await vdb.stop(settings.shutdown_grace_seconds)
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    log.info("stopped")

