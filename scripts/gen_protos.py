@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 OUT_PACKAGE = ROOT / "src"
 GENERATED = OUT_PACKAGE / "vdb_grpc" / "v1"
-SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", ".binpb")
+#: Descriptor set with comments (source info) served by reflection, so `grpcurl describe` shows the docs.
+DESCRIPTOR_SET = "descriptor_set.binpb"
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -34,6 +36,7 @@ def generate(out_dir: Path) -> list[Path]:
     protos = sorted(PROTO_ROOT.rglob("*.proto"))
     if not protos:
         raise SystemExit("no .proto files under protos/")
+    (out_dir / "vdb_grpc" / "v1").mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
@@ -41,6 +44,9 @@ def generate(out_dir: Path) -> list[Path]:
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out_dir / 'vdb_grpc' / 'v1' / DESCRIPTOR_SET}",
         *[str(p.relative_to(PROTO_ROOT)) for p in protos],
     ]
     if protoc.main(args) != 0:

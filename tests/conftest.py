@@ -90,3 +90,42 @@ async def migrated_template(empty_database_factory, pg_admin_uri: str) -> str:  
 async def db_uri(empty_database_factory, migrated_template: str) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     """A fresh database with every migration applied, private to the test."""
     yield await empty_database_factory(template=migrated_template)
+
+
+@pytest.fixture
+def server_settings(db_uri: str):  # type: ignore[no-untyped-def]
+    """Settings of the server under test (override in a test module to change them)."""
+    from harness import ADMIN_KEY, ENCRYPTION_KEY
+
+    from vdb_grpc.settings import Settings
+
+    return Settings(
+        database_url=db_uri,
+        listen="127.0.0.1:0",
+        admin_key=ADMIN_KEY,
+        encryption_key=ENCRYPTION_KEY,
+        pool_min_size=1,
+        pool_max_size=4,
+        shutdown_grace_seconds=1.0,
+    )
+
+
+@pytest.fixture
+async def vdb(db_uri: str, server_settings):  # type: ignore[no-untyped-def]
+    """A real gRPC server on a loopback port, on a fresh migrated database, and a channel to it."""
+    import grpc
+    from harness import Harness
+
+    from vdb_grpc.db import create_pool
+    from vdb_grpc.server import build_server
+
+    pool = await create_pool(db_uri, server_settings)
+    server = build_server(server_settings, pool)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Harness(channel=channel, pool=pool, port=server.port)
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await pool.close()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import grpc
@@ -19,6 +20,7 @@ from vdb_grpc.domain.api_standards import ApiStandards
 from vdb_grpc.domain.users import Users
 from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
+from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
 from vdb_grpc.settings import Settings
 from vdb_grpc.v1 import api_standard_pb2, api_standard_pb2_grpc, user_pb2, user_pb2_grpc
 
@@ -50,6 +52,11 @@ class VdbServer:
         await self.server.stop(grace)
 
 
+def _reflection_pool() -> Any:
+    """Our documented descriptors, falling back to the default pool for health and reflection themselves."""
+    return DocumentedPoolWithFallback()
+
+
 def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``."""
     users = Users(pool)
@@ -71,6 +78,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
+        pool=_reflection_pool(),
     )
 
     if settings.tls_cert_file and settings.tls_key_file:
