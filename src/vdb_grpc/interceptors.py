@@ -53,7 +53,7 @@ def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
     """The status for a domain error (walks the class hierarchy)."""
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return grpc.StatusCode.UNKNOWN
 
 

@@ -149,12 +149,12 @@ class Settings:
             except ValueError:
                 problems.append(f"VDB_SHUTDOWN_GRACE_SECONDS must be a non-negative number, got {grace_raw!r}")
 
-        cert, key = get("VDB_TLS_CERT_FILE"), get("VDB_TLS_KEY_FILE")
-        if (cert is None) != (key is None):
+        tls_cert, tls_key = get("VDB_TLS_CERT_FILE"), get("VDB_TLS_KEY_FILE")
+        if (tls_cert is None) != (tls_key is None):
             problems.append("VDB_TLS_CERT_FILE and VDB_TLS_KEY_FILE must be set together")
-        for name, value in (("VDB_TLS_CERT_FILE", cert), ("VDB_TLS_KEY_FILE", key)):
-            if value is not None and not Path(value).is_file():
-                problems.append(f"{name}: file not found: {value}")
+        for name, path in (("VDB_TLS_CERT_FILE", tls_cert), ("VDB_TLS_KEY_FILE", tls_key)):
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{name}: file not found: {path}")
 
         if problems:
             raise SettingsError(problems)
@@ -172,8 +172,8 @@ class Settings:
             pool_max_size=pool_max,
             statement_timeout_ms=statement_timeout,
             shutdown_grace_seconds=grace,
-            tls_cert_file=Path(cert) if cert else None,
-            tls_key_file=Path(key) if key else None,
+            tls_cert_file=Path(tls_cert) if tls_cert else None,
+            tls_key_file=Path(tls_key) if tls_key else None,
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -136,12 +137,12 @@ class Users:
                 return UpdateResult(user=row, created=True, api_key=key)
             name = user.name if "name" in fields else current.name
             email = user.email if "email" in fields else current.email
-            row = await q.update_user(conn, user.user_handle, name, email)
-            if row is None:  # pragma: no cover - row is locked above
+            updated = await q.update_user(conn, user.user_handle, name, email)
+            if updated is None:  # pragma: no cover - row is locked above
                 raise NotFound.resource_missing("user", user.user_handle)
-        return UpdateResult(user=row)
+        return UpdateResult(user=updated)
 
-    async def delete(self, principal: Principal, handle: str, *, force: bool) -> list[str]:
+    async def delete(self, principal: Principal, handle: str, *, force: bool) -> builtins.list[str]:
         """Delete a user and all they own; return the other users' projects that lost their instance."""
         require_self_or_admin(principal, handle, "delete this user")
         _not_builtin(handle)
