@@ -49,8 +49,9 @@ def apply_migrations(dsn: str, migrations_dir: Path | None = None, *, up_to: str
             todo = backend.to_apply(migrations)
             if up_to is not None:
                 ids = [m.id for m in todo]
-                if up_to in ids:
-                    todo = todo[: ids.index(up_to) + 1]
+                if up_to not in ids:
+                    raise ValueError(f"{up_to!r} is not a pending migration (pending: {', '.join(ids) or 'none'})")
+                todo = todo[: ids.index(up_to) + 1]
             backend.apply_migrations(todo)
             return [m.id for m in todo]
     finally:
@@ -64,9 +65,11 @@ def rollback_migrations(dsn: str, migrations_dir: Path | None = None, *, down_to
         with backend.lock():
             todo = backend.to_rollback(migrations)
             if down_to is not None:
+                applied = [m.id for m in migrations if backend.is_applied(m)]
+                if down_to not in applied:
+                    raise ValueError(f"{down_to!r} is not an applied migration")
                 ids = [m.id for m in todo]
-                if down_to in ids:
-                    todo = todo[: ids.index(down_to)]
+                todo = todo[: ids.index(down_to)] if down_to in ids else todo
             backend.rollback_migrations(todo)
             return [m.id for m in todo]
     finally:
