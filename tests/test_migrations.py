@@ -659,3 +659,30 @@ async def test_unknown_migration_ids_are_refused(db_uri):
         await apply(db_uri, up_to="0003.project-public-raed")
     with pytest.raises(ValueError, match="not an applied migration"):
         await rollback(db_uri, down_to="0003.project-public-raed")
+
+
+async def test_adopt_go_database_with_yoyo_mark_then_apply(empty_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The README's adoption procedure: a Go-service database (schema 0001–0003, no yoyo tables) is marked, then
+    migrated, keeping its rows."""
+    uri = await empty_database_factory()
+    await apply(uri, up_to=M3)
+    async with connect(uri) as conn:  # make it look like the Go service made it: no yoyo bookkeeping
+        await conn.execute("DROP TABLE _yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock")
+        await conn.execute(
+            "INSERT INTO users (user_handle, name, email, vdb_api_key) VALUES ('gouser', 'G', 'g@example.org', $1)",
+            "a" * 64,
+        )
+    yoyo = Path(sys.executable).parent / "yoyo"
+    database = yoyo_url(uri)
+    for args in (("mark", "-r", M3), ("apply",)):
+        proc = await asyncio.create_subprocess_exec(
+            str(yoyo), *args[:1], "--batch", "--no-config-file", "--database", database, *args[1:], str(MIGRATIONS),
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, (out + err).decode()
+    async with connect(uri) as conn:
+        ids = [r[0] for r in await conn.fetch("SELECT migration_id FROM _yoyo_migration ORDER BY 1")]
+        assert ids == MIGRATION_IDS
+        assert await conn.fetchval("SELECT email FROM users WHERE user_handle = 'gouser'") == "g@example.org"
+        assert await conn.fetchval("SELECT count(*) FROM llm_service_definitions WHERE owner = '_system'") == 5
