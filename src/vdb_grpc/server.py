@@ -14,21 +14,37 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vdb_grpc.api.api_standards import ApiStandardServicer
+from vdb_grpc.api.projects import ProjectServicer
+from vdb_grpc.api.search import EmbeddingSearchServicer
 from vdb_grpc.api.users import UserServicer
 from vdb_grpc.db import check_database, create_pool
 from vdb_grpc.domain.api_standards import ApiStandards
+from vdb_grpc.domain.projects import Projects
+from vdb_grpc.domain.search import Search, basic_read_access
 from vdb_grpc.domain.users import Users
+from vdb_grpc.indexer import Indexer
 from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
 from vdb_grpc.settings import Settings
-from vdb_grpc.v1 import api_standard_pb2, api_standard_pb2_grpc, user_pb2, user_pb2_grpc
+from vdb_grpc.v1 import (
+    api_standard_pb2,
+    api_standard_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     api_standard_pb2.DESCRIPTOR.services_by_name["ApiStandardService"].full_name,
+    project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
+    embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
 )
 
 
@@ -39,16 +55,22 @@ class VdbServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    indexer: Indexer | None = None
+    search: Search | None = None
 
     async def start(self) -> None:
-        """Start serving and report SERVING for every service."""
+        """Start serving and report SERVING for every service; start the background indexer."""
         await self.server.start()
+        if self.indexer is not None:
+            self.indexer.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, then stop, letting in-flight RPCs finish within ``grace`` seconds."""
         await self.health.enter_graceful_shutdown()
+        if self.indexer is not None:
+            await self.indexer.stop()
         await self.server.stop(grace)
 
 
@@ -61,6 +83,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``."""
     users = Users(pool)
     standards = ApiStandards(pool)
+    projects = Projects(pool)
+    search = Search(pool, basic_read_access)
+    indexer = Indexer(pool)
 
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(admin_key=settings.admin_key, resolve_user_key=users.authenticate)],
@@ -72,6 +97,8 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
+    project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingSearchServicer(search), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -90,7 +117,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
         port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
-    return VdbServer(server=server, port=port, health=health_servicer)
+    return VdbServer(server=server, port=port, health=health_servicer, indexer=indexer, search=search)
 
 
 async def prepare_database(settings: Settings, dsn: str, *, migrate: bool) -> None:
