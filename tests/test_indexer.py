@@ -130,12 +130,12 @@ async def test_dimensions_beyond_hnsw_limit_are_flipped_without_an_index(pool: a
         assert await index_def(conn, 4096) is None
 
 
-async def test_a_dimension_locked_by_another_worker_is_left_alone(pool: asyncpg.Pool) -> None:
+async def test_work_is_left_to_the_worker_holding_the_lock(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         pid = await make_project(conn, "alice", "p", 8)
         await add_embeddings(conn, pid, "alice", clustered(10, 8, 2, seed=1))
     async with pool.acquire() as other:
-        assert await q.try_lock_dimension(other, 8)
+        assert await q.try_lock_indexer(other)
         indexer = Indexer(pool)
         assert await indexer.run_once() is False
         async with pool.acquire() as conn:
@@ -143,7 +143,7 @@ async def test_a_dimension_locked_by_another_worker_is_left_alone(pool: asyncpg.
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.5):
                 await indexer.run_until_idle()
-        await q.unlock_dimension(other, 8)
+        await q.unlock_indexer(other)
     await Indexer(pool).run_until_idle()
 
 

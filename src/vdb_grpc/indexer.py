@@ -13,7 +13,8 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   (~2,500 rows/s). Searches stay correct meanwhile (exact scans), only slower.
 - An index left INVALID by a crashed build is dropped and rebuilt.
 
-All work on a dimension happens under a session advisory lock, so replicas never race. Searches do not depend
+All work happens under one session advisory lock per database, so replicas never race (and two index
+builds never run at once: concurrent CREATE INDEX CONCURRENTLY on one table deadlock). Searches do not depend
 on the indexer: rows it has not reached yet are scanned exactly.
 """
 
@@ -98,17 +99,18 @@ class Indexer:
                 # Rows flipped before a crash whose index build never finished (or an index dropped by hand).
                 dims |= {d for d in await q.dims_indexed(conn) if d <= HNSW_MAX_DIMENSIONS}
                 self._checked_lost_indexes = True
+            if not dims:
+                return True
+            if not await q.try_lock_indexer(conn):
+                return False  # another worker (replica) is on it
             idle = True
-            for dim in sorted(dims):
-                if not await q.try_lock_dimension(conn, dim):
-                    idle = False  # another worker is on it
-                    continue
-                try:
+            try:
+                for dim in sorted(dims):
                     if await self._index_dimension(conn, dim):
                         idle = False
-                finally:
-                    await q.unlock_dimension(conn, dim)
-            if idle and dims:
+            finally:
+                await q.unlock_indexer(conn)
+            if idle:
                 # Work done in this pass: look once more (uploads may have arrived meanwhile).
                 idle = not await q.dims_with_backlog(conn)
             return idle

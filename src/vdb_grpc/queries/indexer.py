@@ -11,8 +11,9 @@ import asyncpg
 
 from vdb_grpc.queries.search import hnsw_index_name
 
-#: First key of the indexer's advisory locks (the second is the dimension): one worker per dimension.
-ADVISORY_LOCK_CLASS = 0x76646278  # "vdbx"
+#: Key of the indexer's advisory lock: one worker per database at a time. Per dimension would not do: two
+#: CREATE INDEX CONCURRENTLY on the same table wait for each other's transaction and deadlock.
+ADVISORY_LOCK_KEY = (0x76646278, 0)  # "vdbx"
 
 #: HNSW build parameters (pgvector's defaults; m = 16 / ef_construction = 64 measured at recall@10 >= 0.95).
 HNSW_M = 16
@@ -105,11 +106,11 @@ async def flip_chunk(conn: asyncpg.Connection, dim: int, size: int) -> int:
     return int(str(status).rsplit(" ", 1)[-1])
 
 
-async def try_lock_dimension(conn: asyncpg.Connection, dim: int) -> bool:
-    """Session advisory lock for work on ``dim``; False when another worker (replica) holds it."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", ADVISORY_LOCK_CLASS, dim))
+async def try_lock_indexer(conn: asyncpg.Connection) -> bool:
+    """Session advisory lock for indexer work; False when another worker (replica) holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *ADVISORY_LOCK_KEY))
 
 
-async def unlock_dimension(conn: asyncpg.Connection, dim: int) -> None:
-    """Release the lock taken by ``try_lock_dimension``."""
-    await conn.execute("SELECT pg_advisory_unlock($1, $2)", ADVISORY_LOCK_CLASS, dim)
+async def unlock_indexer(conn: asyncpg.Connection) -> None:
+    """Release the lock taken by ``try_lock_indexer``."""
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", *ADVISORY_LOCK_KEY)
