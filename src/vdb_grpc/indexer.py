@@ -94,23 +94,22 @@ class Indexer:
     async def run_once(self) -> bool:
         """One pass over every dimension with work. Returns True when there was nothing left to do."""
         async with self._pool.acquire() as conn:
-            dims = set(await q.dims_with_backlog(conn))
-            if not self._checked_lost_indexes:
-                # Rows flipped before a crash whose index build never finished (or an index dropped by hand).
-                dims |= {d for d in await q.dims_indexed(conn) if d <= HNSW_MAX_DIMENSIONS}
-                self._checked_lost_indexes = True
-            if not dims:
-                return True
+            # Lock first: a worker holding it may be between flipping a backlog and building its index.
             if not await q.try_lock_indexer(conn):
                 return False  # another worker (replica) is on it
-            idle = True
             try:
+                dims = set(await q.dims_with_backlog(conn))
+                if not self._checked_lost_indexes:
+                    # Rows flipped before a crash whose index build never finished (or an index dropped by hand).
+                    dims |= {d for d in await q.dims_indexed(conn) if d <= HNSW_MAX_DIMENSIONS}
+                    self._checked_lost_indexes = True
+                idle = True
                 for dim in sorted(dims):
                     if await self._index_dimension(conn, dim):
                         idle = False
             finally:
                 await q.unlock_indexer(conn)
-            if idle:
+            if dims and idle:
                 # Work done in this pass: look once more (uploads may have arrived meanwhile).
                 idle = not await q.dims_with_backlog(conn)
             return idle
@@ -175,9 +174,7 @@ class Indexer:
     @contextlib.asynccontextmanager
     async def _build_session(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
         # A build can outlast the pool's statement timeout and wants more memory than the default.
-        await conn.execute(
-            f"SET statement_timeout = 0; SET maintenance_work_mem = '{self._maintenance_work_mem}'"
-        )
+        await conn.execute(f"SET statement_timeout = 0; SET maintenance_work_mem = '{self._maintenance_work_mem}'")
         try:
             yield
         finally:
