@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from vdb_grpc.v1 import api_standard_pb2_grpc, user_pb2, user_pb2_grpc
+from vdb_grpc.v1 import api_standard_pb2_grpc, project_pb2_grpc, user_pb2, user_pb2_grpc
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 ENCRYPTION_KEY = "test-encryption-key-0123456789abcdef0123"
@@ -83,6 +83,10 @@ class Harness:
     @property
     def standards(self) -> api_standard_pb2_grpc.ApiStandardServiceStub:
         return api_standard_pb2_grpc.ApiStandardServiceStub(self.channel)
+
+    @property
+    def projects(self) -> project_pb2_grpc.ProjectServiceStub:
+        return project_pb2_grpc.ProjectServiceStub(self.channel)
 
     async def create_user(self, handle: str, email: str | None = None, name: str = "") -> str:
         """Create a user as admin; return the user's key."""
