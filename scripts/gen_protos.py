@@ -28,9 +28,8 @@ DESCRIPTOR_SET = "descriptor_set.binpb"
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc on every .proto under protos/, writing into ``out_dir``; return the files written."""
-    from grpc_tools import protoc  # imported lazily so --help works without grpcio-tools
-
     import grpc_tools
+    from grpc_tools import protoc  # imported lazily so --help works without grpcio-tools
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(PROTO_ROOT.rglob("*.proto"))

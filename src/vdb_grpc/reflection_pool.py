@@ -36,7 +36,7 @@ class _File:
     def dependencies(self) -> list[_File]:
         return [self._pool.file(d) for d in self._descriptor.dependencies]
 
-    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:  # noqa: N802 - protobuf's API
+    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:
         stored = self._pool.protos.get(self.name)
         if stored is not None:
             proto.CopyFrom(stored)
@@ -59,19 +59,19 @@ class DocumentedPool:
     def file(self, descriptor: Any) -> _File:
         return _File(self, descriptor)
 
-    def FindFileByName(self, name: str) -> _File:  # noqa: N802
+    def FindFileByName(self, name: str) -> _File:
         return self.file(self._pool.FindFileByName(name))
 
-    def FindFileContainingSymbol(self, symbol: str) -> _File:  # noqa: N802
+    def FindFileContainingSymbol(self, symbol: str) -> _File:
         return self.file(self._pool.FindFileContainingSymbol(symbol))
 
-    def FindMessageTypeByName(self, name: str) -> Any:  # noqa: N802
+    def FindMessageTypeByName(self, name: str) -> Any:
         return self._pool.FindMessageTypeByName(name)
 
-    def FindExtensionByNumber(self, message: Any, number: int) -> Any:  # noqa: N802
+    def FindExtensionByNumber(self, message: Any, number: int) -> Any:
         return self._pool.FindExtensionByNumber(message, number)
 
-    def FindAllExtensions(self, message: Any) -> Any:  # noqa: N802
+    def FindAllExtensions(self, message: Any) -> Any:
         return self._pool.FindAllExtensions(message)
 
 
@@ -82,19 +82,19 @@ class DocumentedPoolWithFallback(DocumentedPool):
         super().__init__(path)
         self._default = descriptor_pool.Default()
 
-    def FindFileByName(self, name: str) -> Any:  # noqa: N802
+    def FindFileByName(self, name: str) -> Any:
         try:
             return super().FindFileByName(name)
         except KeyError:
             return self._default.FindFileByName(name)
 
-    def FindFileContainingSymbol(self, symbol: str) -> Any:  # noqa: N802
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
         try:
             return super().FindFileContainingSymbol(symbol)
         except KeyError:
             return self._default.FindFileContainingSymbol(symbol)
 
-    def FindMessageTypeByName(self, name: str) -> Any:  # noqa: N802
+    def FindMessageTypeByName(self, name: str) -> Any:
         try:
             return super().FindMessageTypeByName(name)
         except KeyError:
