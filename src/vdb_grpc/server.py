@@ -13,12 +13,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vdb_grpc.api.admin import AdminServicer
 from vdb_grpc.api.api_standards import ApiStandardServicer
+from vdb_grpc.api.definitions import LlmDefinitionServicer
+from vdb_grpc.api.instances import LlmInstanceServicer
 from vdb_grpc.api.projects import ProjectServicer
 from vdb_grpc.api.search import EmbeddingSearchServicer
 from vdb_grpc.api.users import UserServicer
+from vdb_grpc.crypto import ApiKeyCipher
 from vdb_grpc.db import check_database, create_pool
+from vdb_grpc.domain.admin import Admin
 from vdb_grpc.domain.api_standards import ApiStandards
+from vdb_grpc.domain.definitions import Definitions
+from vdb_grpc.domain.instances import Instances
 from vdb_grpc.domain.projects import Projects
 from vdb_grpc.domain.search import Search, basic_read_access
 from vdb_grpc.domain.users import Users
@@ -28,10 +35,16 @@ from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
 from vdb_grpc.settings import Settings
 from vdb_grpc.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     api_standard_pb2,
     api_standard_pb2_grpc,
     embedding_pb2,
     embedding_pb2_grpc,
+    llm_definition_pb2,
+    llm_definition_pb2_grpc,
+    llm_instance_pb2,
+    llm_instance_pb2_grpc,
     project_pb2,
     project_pb2_grpc,
     user_pb2,
@@ -45,6 +58,9 @@ SERVICE_NAMES = (
     api_standard_pb2.DESCRIPTOR.services_by_name["ApiStandardService"].full_name,
     project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
     embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
+    llm_definition_pb2.DESCRIPTOR.services_by_name["LlmDefinitionService"].full_name,
+    llm_instance_pb2.DESCRIPTOR.services_by_name["LlmInstanceService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -86,6 +102,13 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     projects = Projects(pool)
     search = Search(pool, basic_read_access)
     indexer = Indexer(pool)
+    # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
+    cipher = (
+        ApiKeyCipher(settings.encryption_key, settings.encryption_key_previous) if settings.encryption_key else None
+    )
+    definitions = Definitions(pool)
+    instances = Instances(pool, cipher)
+    admin = Admin(pool, cipher)
 
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(admin_key=settings.admin_key, resolve_user_key=users.authenticate)],
@@ -99,6 +122,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
     embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingSearchServicer(search), server)
+    llm_definition_pb2_grpc.add_LlmDefinitionServiceServicer_to_server(LlmDefinitionServicer(definitions), server)
+    llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
