@@ -11,7 +11,15 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from vdb_grpc.v1 import api_standard_pb2_grpc, project_pb2_grpc, user_pb2, user_pb2_grpc
+from vdb_grpc.v1 import (
+    admin_pb2_grpc,
+    api_standard_pb2_grpc,
+    llm_definition_pb2_grpc,
+    llm_instance_pb2_grpc,
+    project_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 ENCRYPTION_KEY = "test-encryption-key-0123456789abcdef0123"
@@ -87,6 +95,18 @@ class Harness:
     @property
     def projects(self) -> project_pb2_grpc.ProjectServiceStub:
         return project_pb2_grpc.ProjectServiceStub(self.channel)
+
+    @property
+    def definitions(self) -> llm_definition_pb2_grpc.LlmDefinitionServiceStub:
+        return llm_definition_pb2_grpc.LlmDefinitionServiceStub(self.channel)
+
+    @property
+    def instances(self) -> llm_instance_pb2_grpc.LlmInstanceServiceStub:
+        return llm_instance_pb2_grpc.LlmInstanceServiceStub(self.channel)
+
+    @property
+    def admin(self) -> admin_pb2_grpc.AdminServiceStub:
+        return admin_pb2_grpc.AdminServiceStub(self.channel)
 
     async def create_user(self, handle: str, email: str | None = None, name: str = "") -> str:
         """Create a user as admin; return the user's key."""
