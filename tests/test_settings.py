@@ -74,8 +74,11 @@ def test_secrets_not_in_repr_or_errors():
 def test_previous_keys_parsed_and_require_current():
     s = Settings.from_env({"ENCRYPTION_KEY": "a" * 32, "ENCRYPTION_KEY_PREVIOUS": f" {'b' * 32} , {'c' * 32},"})
     assert s.encryption_key_previous == ("b" * 32, "c" * 32)
+    external = {"VDB_DATABASE_URL": "postgresql://u@h/db", "VDB_ADMIN_KEY": "a" * 32}
     with pytest.raises(SettingsError, match="ENCRYPTION_KEY_PREVIOUS is set but ENCRYPTION_KEY is not"):
-        Settings.from_env({"ENCRYPTION_KEY_PREVIOUS": "b" * 32})
+        Settings.from_env({**external, "ENCRYPTION_KEY_PREVIOUS": "b" * 32})
+    # embedded mode: the current key comes from the data dir
+    assert Settings.from_env({"ENCRYPTION_KEY_PREVIOUS": "b" * 32}).encryption_key_previous == ("b" * 32,)
 
 
 def test_numbers_and_bounds():

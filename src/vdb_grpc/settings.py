@@ -124,7 +124,13 @@ class Settings:
         for i, key in enumerate(previous, 1):
             if len(key) < 32:
                 problems.append(f"ENCRYPTION_KEY_PREVIOUS entry {i} must be at least 32 characters long")
-        if previous and encryption_key is None and "ENCRYPTION_KEY must" not in " ".join(problems):
+        # In embedded mode the current key may come from the data dir, so only external mode needs it here.
+        if (
+            previous
+            and encryption_key is None
+            and database_url is not None
+            and "ENCRYPTION_KEY must" not in " ".join(problems)
+        ):
             problems.append("ENCRYPTION_KEY_PREVIOUS is set but ENCRYPTION_KEY is not")
 
         log_level = (get("VDB_LOG_LEVEL") or "info").lower()
