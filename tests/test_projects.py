@@ -20,6 +20,7 @@ from vdb_grpc.auth import ADMIN as ADMIN_PRINCIPAL
 from vdb_grpc.auth import ANONYMOUS, Principal, PrincipalKind
 from vdb_grpc.domain.projects import NO_INSTANCE_MESSAGE, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
+from vdb_grpc.v1 import common_pb2
 from vdb_grpc.v1 import project_pb2 as pb
 from vdb_grpc.v1 import user_pb2
 
@@ -91,7 +92,9 @@ async def get(vdb: Any, md: Metadata, owner: str, handle: str) -> pb.Project:
 
 
 async def share(vdb: Any, md: Metadata, owner: str, handle: str, user: str, role: str) -> pb.Share:
-    req = pb.ShareProjectRequest(owner=owner, project_handle=handle, user_handle=user, role=role)
+    req = pb.ShareProjectRequest(
+        owner=owner, project_handle=handle, share=common_pb2.Share(user_handle=user, role=role)
+    )
     return (await vdb.projects.ShareProject(req, metadata=md)).share
 
 
@@ -586,7 +589,7 @@ async def test_share_gives_access_and_changes_role(vdb):
 async def test_share_refusals(vdb):
     keys = await world(vdb)
     req = lambda user="david", role="reader", handle="proj": pb.ShareProjectRequest(  # noqa: E731
-        owner="alice", project_handle=handle, user_handle=user, role=role
+        owner="alice", project_handle=handle, share=common_pb2.Share(user_handle=user, role=role)
     )
     for who in ("editor", "reader", "other"):
         await rpc_error(vdb.projects.ShareProject(req(), metadata=keys[who]), C.PERMISSION_DENIED)

@@ -95,7 +95,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: pb.ShareProjectRequest, context: grpc.aio.ServicerContext
     ) -> pb.ShareProjectResponse:
         share = await self._projects.share(
-            principal(), request.owner, request.project_handle, request.user_handle, request.role
+            principal(), request.owner, request.project_handle, request.share.user_handle, request.share.role
         )
         return pb.ShareProjectResponse(share=_share(share))
 

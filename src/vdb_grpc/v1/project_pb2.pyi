@@ -111,16 +111,14 @@ class DeleteProjectResponse(_message.Message):
     def __init__(self, deleted_embeddings: _Optional[int] = ...) -> None: ...
 
 class ShareProjectRequest(_message.Message):
-    __slots__ = ("owner", "project_handle", "user_handle", "role")
+    __slots__ = ("owner", "project_handle", "share")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PROJECT_HANDLE_FIELD_NUMBER: _ClassVar[int]
-    USER_HANDLE_FIELD_NUMBER: _ClassVar[int]
-    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
     owner: str
     project_handle: str
-    user_handle: str
-    role: str
-    def __init__(self, owner: _Optional[str] = ..., project_handle: _Optional[str] = ..., user_handle: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    share: _common_pb2.Share
+    def __init__(self, owner: _Optional[str] = ..., project_handle: _Optional[str] = ..., share: _Optional[_Union[_common_pb2.Share, _Mapping]] = ...) -> None: ...
 
 class ShareProjectResponse(_message.Message):
     __slots__ = ("share",)
