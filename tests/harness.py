@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from vdb_grpc.v1 import (
     admin_pb2_grpc,
     api_standard_pb2_grpc,
+    embedding_pb2_grpc,
     llm_definition_pb2_grpc,
     llm_instance_pb2_grpc,
     project_pb2_grpc,
@@ -91,6 +92,10 @@ class Harness:
     @property
     def standards(self) -> api_standard_pb2_grpc.ApiStandardServiceStub:
         return api_standard_pb2_grpc.ApiStandardServiceStub(self.channel)
+
+    @property
+    def embeddings(self) -> embedding_pb2_grpc.EmbeddingServiceStub:
+        return embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
 
     @property
     def projects(self) -> project_pb2_grpc.ProjectServiceStub:

@@ -36,11 +36,23 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def encode_halfvec(value: Any) -> bytes:
-    """Binary wire format of pgvector's ``halfvec``: dim, unused, then big-endian float16 values."""
+    """Binary wire format of pgvector's ``halfvec``: dim, unused, then big-endian float16 values.
+
+    ``bytes`` are taken as already in that format (``halfvec_wire``): asyncpg cannot pass numpy rows inside a
+    ``halfvec[]`` parameter (it iterates them as nested arrays), so batch uploads encode vectors beforehand.
+    """
+    if isinstance(value, bytes):
+        return value
     arr = np.asarray(value, dtype=">f2")
     if arr.ndim != 1:
         raise ValueError("halfvec must be one-dimensional")
     return _HALFVEC_HEADER.pack(arr.shape[0], 0) + arr.tobytes()
+
+
+def halfvec_wire(matrix: np.ndarray[Any, Any]) -> list[bytes]:
+    """The ``halfvec`` wire format of each row of a 2-D array, converted to float16 in one vectorized step."""
+    header = _HALFVEC_HEADER.pack(matrix.shape[1], 0)
+    return [header + row.tobytes() for row in np.asarray(matrix, dtype=">f2")]
 
 
 def decode_halfvec(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:

@@ -1,7 +1,7 @@
 """Domain errors: what went wrong, in words a client may see, plus structured details.
 
 No gRPC here. ``vdb_grpc.interceptors`` maps each class to a status code in one table and turns the details
-into ``google.rpc`` messages (BadRequest, PreconditionFailure, ResourceInfo).
+into ``google.rpc`` messages (BadRequest, PreconditionFailure, ResourceInfo, ErrorInfo).
 """
 
 from __future__ import annotations
@@ -35,6 +35,19 @@ class ResourceRef:
     owner: str = ""
 
 
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Machine-readable context of an error (becomes ``google.rpc.ErrorInfo`` with domain "vdb-grpc").
+
+    Attributes:
+        reason: UPPER_SNAKE_CASE constant naming the kind of failure, e.g. ``STREAM_BATCH_FAILED``.
+        metadata: String values a client may act on, e.g. how many batches of a stream were committed.
+    """
+
+    reason: str
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
 class VdbError(Exception):
     """Base of every error a client may see. ``message`` must be safe to show: no secrets, SQL or traces."""
 
@@ -45,12 +58,14 @@ class VdbError(Exception):
         field_violations: tuple[FieldViolation, ...] | list[FieldViolation] = (),
         preconditions: tuple[PreconditionViolation, ...] | list[PreconditionViolation] = (),
         resource: ResourceRef | None = None,
+        info: ErrorInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field_violations = tuple(field_violations)
         self.preconditions = tuple(preconditions)
         self.resource = resource
+        self.info = info
 
     def __str__(self) -> str:
         return self.message

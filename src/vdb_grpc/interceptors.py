@@ -43,6 +43,9 @@ STATUS_OF: dict[type[errors.VdbError], grpc.StatusCode] = {
     errors.VdbError: grpc.StatusCode.UNKNOWN,
 }
 
+#: ``google.rpc.ErrorInfo.domain`` of our errors.
+ERROR_DOMAIN = "vdb-grpc"
+
 #: Methods that bypass authentication entirely (health checks and reflection).
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -58,7 +61,7 @@ def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
 
 
 def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Status:
-    """A ``google.rpc.Status`` with BadRequest / PreconditionFailure / ResourceInfo details."""
+    """A ``google.rpc.Status`` with BadRequest / PreconditionFailure / ResourceInfo / ErrorInfo details."""
     details: list[Any] = []
     if exc.field_violations:
         details.append(
@@ -88,6 +91,10 @@ def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Statu
                 owner=exc.resource.owner,
                 description=exc.message,
             )
+        )
+    if exc.info is not None:
+        details.append(
+            error_details_pb2.ErrorInfo(reason=exc.info.reason, domain=ERROR_DOMAIN, metadata=dict(exc.info.metadata))
         )
     packed = []
     for d in details:

@@ -16,15 +16,16 @@ from grpc_reflection.v1alpha import reflection
 from vdb_grpc.api.admin import AdminServicer
 from vdb_grpc.api.api_standards import ApiStandardServicer
 from vdb_grpc.api.definitions import LlmDefinitionServicer
+from vdb_grpc.api.embeddings import EmbeddingServicer
 from vdb_grpc.api.instances import LlmInstanceServicer
 from vdb_grpc.api.projects import ProjectServicer
-from vdb_grpc.api.search import EmbeddingSearchServicer
 from vdb_grpc.api.users import UserServicer
 from vdb_grpc.crypto import ApiKeyCipher
 from vdb_grpc.db import check_database, create_pool
 from vdb_grpc.domain.admin import Admin
 from vdb_grpc.domain.api_standards import ApiStandards
 from vdb_grpc.domain.definitions import Definitions
+from vdb_grpc.domain.embeddings import Embeddings
 from vdb_grpc.domain.instances import Instances
 from vdb_grpc.domain.projects import Projects
 from vdb_grpc.domain.search import Search, basic_read_access
@@ -102,6 +103,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     projects = Projects(pool)
     search = Search(pool, basic_read_access)
     indexer = Indexer(pool)
+    # Not on_commit=indexer.wake yet: Indexer._run waits with asyncio.wait_for, which on Python 3.11 swallows a
+    # cancel that lands just after a wake, so Indexer.stop() (shutdown) can hang. The indexer polls every second.
+    embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items)
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (
         ApiKeyCipher(settings.encryption_key, settings.encryption_key_previous) if settings.encryption_key else None
@@ -121,7 +125,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
-    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingSearchServicer(search), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(embeddings, search), server)
     llm_definition_pb2_grpc.add_LlmDefinitionServiceServicer_to_server(LlmDefinitionServicer(definitions), server)
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)

@@ -1,0 +1,165 @@
+"""SQL for embeddings. One function per statement; connections come from the caller (any transaction).
+
+Vectors travel in pgvector's binary ``halfvec`` format (``vdb_grpc.db``'s codec); uploads pass a whole batch
+as arrays in one ``INSERT … SELECT FROM unnest(…) ON CONFLICT`` statement — one round trip, no temporary
+table, and (measured) as fast as COPY into a temporary table followed by the same upsert.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """What one upsert statement did."""
+
+    inserted: int
+    replaced: int
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingRow:
+    """A stored embedding. ``vector`` is None when it was not asked for; ``metadata`` is parsed JSON."""
+
+    text_id: str
+    vector_dim: int
+    vector: np.ndarray[Any, np.dtype[np.float32]] | None
+    text: str | None
+    metadata: Any
+    instance: str
+    metadata_json_size: int = 0
+
+
+LOCK_INSTANCE = "SELECT dimensions FROM llm_service_instances WHERE instance_id = $1 FOR SHARE"
+
+
+async def lock_instance(conn: asyncpg.Connection, instance_id: int) -> int | None:
+    """Lock a project's instance against changes until the transaction ends; return its dimensions (None: gone).
+
+    With the project row locked by the access check, a concurrent change of the instance's dimensions waits
+    for the upload to commit (and then sees its embeddings), so no upload stores vectors of a size the
+    instance no longer makes.
+    """
+    value = await conn.fetchval(LOCK_INSTANCE, instance_id)
+    return int(value) if value is not None else None
+
+
+UPSERT_EMBEDDINGS = """
+WITH stored AS (
+    INSERT INTO embeddings AS e
+        (text_id, owner, project_id, llm_service_instance_id, text, vector, vector_dim, metadata, indexed)
+    SELECT u.text_id, $1, $2, $3, u.text, u.vector, $4, u.metadata, false
+    FROM unnest($5::text[], $6::text[], $7::halfvec[], $8::jsonb[]) AS u (text_id, text, vector, metadata)
+    ON CONFLICT (project_id, text_id) DO UPDATE SET
+        vector = EXCLUDED.vector,
+        vector_dim = EXCLUDED.vector_dim,
+        llm_service_instance_id = EXCLUDED.llm_service_instance_id,
+        text = COALESCE(EXCLUDED.text, e.text),
+        metadata = COALESCE(EXCLUDED.metadata, e.metadata),
+        indexed = false,
+        updated_at = now()
+    RETURNING xmax = 0 AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS replaced FROM stored
+"""
+
+
+async def upsert_embeddings(
+    conn: asyncpg.Connection,
+    *,
+    owner: str,
+    project_id: int,
+    instance_id: int,
+    dimensions: int,
+    text_ids: list[str],
+    texts: list[str | None],
+    vectors: list[bytes],
+    metadata_json: list[str | None],
+) -> UpsertCounts:
+    """Insert or replace a batch (text_ids unique within it) as unindexed rows.
+
+    ``vectors`` are halfvec wire bytes of ``dimensions`` values each. A None text or metadata keeps the
+    stored value of a replaced row (NULL for a new one).
+    """
+    r = await conn.fetchrow(
+        UPSERT_EMBEDDINGS,
+        owner,
+        project_id,
+        instance_id,
+        dimensions,
+        text_ids,
+        texts,
+        vectors,
+        metadata_json,
+    )
+    return UpsertCounts(inserted=r["inserted"], replaced=r["replaced"])
+
+
+_SELECT_EMBEDDING = """
+SELECT e.text_id, e.vector_dim, {vector} AS vector, e.text, e.metadata,
+       coalesce(i.owner || '/' || i.instance_handle, '') AS instance
+FROM embeddings e
+LEFT JOIN llm_service_instances i ON i.instance_id = e.llm_service_instance_id
+"""
+
+GET_EMBEDDING = _SELECT_EMBEDDING.format(vector="e.vector") + "WHERE e.project_id = $1 AND e.text_id = $2"
+
+
+def _row(r: asyncpg.Record) -> EmbeddingRow:
+    raw = r["metadata"]
+    return EmbeddingRow(
+        text_id=r["text_id"],
+        vector_dim=r["vector_dim"],
+        vector=r["vector"],
+        text=r["text"],
+        metadata=json.loads(raw) if raw is not None else None,
+        instance=r["instance"],
+        metadata_json_size=len(raw) if raw is not None else 0,
+    )
+
+
+async def get_embedding(conn: asyncpg.Connection, project_id: int, text_id: str) -> EmbeddingRow | None:
+    """One embedding with its vector, or None."""
+    r = await conn.fetchrow(GET_EMBEDDING, project_id, text_id)
+    return _row(r) if r is not None else None
+
+
+LIST_EMBEDDINGS_WITH_VECTORS = (
+    _SELECT_EMBEDDING.format(vector="e.vector")
+    + "WHERE e.project_id = $1 AND ($2::text IS NULL OR e.text_id > $2) ORDER BY e.text_id LIMIT $3"
+)
+LIST_EMBEDDINGS = (
+    _SELECT_EMBEDDING.format(vector="NULL::halfvec")
+    + "WHERE e.project_id = $1 AND ($2::text IS NULL OR e.text_id > $2) ORDER BY e.text_id LIMIT $3"
+)
+
+
+async def list_embeddings(
+    conn: asyncpg.Connection, project_id: int, after: str | None, limit: int, *, with_vectors: bool
+) -> list[EmbeddingRow]:
+    """Embeddings of a project ordered by text_id, after ``after`` (keyset pagination on the unique index)."""
+    sql = LIST_EMBEDDINGS_WITH_VECTORS if with_vectors else LIST_EMBEDDINGS
+    return [_row(r) for r in await conn.fetch(sql, project_id, after, limit)]
+
+
+DELETE_EMBEDDING = "DELETE FROM embeddings WHERE project_id = $1 AND text_id = $2"
+
+
+async def delete_embedding(conn: asyncpg.Connection, project_id: int, text_id: str) -> bool:
+    """Delete one embedding; False when it was absent."""
+    return str(await conn.execute(DELETE_EMBEDDING, project_id, text_id)) == "DELETE 1"
+
+
+DELETE_ALL_EMBEDDINGS = "DELETE FROM embeddings WHERE project_id = $1"
+
+
+async def delete_all_embeddings(conn: asyncpg.Connection, project_id: int) -> int:
+    """Delete every embedding of a project; return how many there were."""
+    status = str(await conn.execute(DELETE_ALL_EMBEDDINGS, project_id))
+    return int(status.rsplit(" ", 1)[1])
