@@ -18,7 +18,7 @@ from search_fixtures import add_embeddings, clustered, exact_top, make_project, 
 
 from vdb_grpc.auth import ADMIN
 from vdb_grpc.db import create_pool
-from vdb_grpc.domain.search import Condition, Search, SearchQuery, basic_read_access, choose_plan
+from vdb_grpc.domain.search import Condition, Search, SearchQuery, choose_plan
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import PlanStats
@@ -61,7 +61,7 @@ async def loaded(pool: asyncpg.Pool, data) -> asyncpg.Pool:  # type: ignore[no-u
 
 
 def searcher(pool: asyncpg.Pool) -> Search:
-    return Search(pool, basic_read_access, exact_max_rows=1000, min_share_divisor=50)
+    return Search(pool, exact_max_rows=1000, min_share_divisor=50)
 
 
 async def recall(
@@ -162,7 +162,7 @@ async def test_hnsw_plan_with_an_exclude_dropping_95_percent(loaded: asyncpg.Poo
 
 async def test_exact_and_hnsw_agree_on_order_and_threshold(loaded: asyncpg.Pool, data) -> None:  # type: ignore[no-untyped-def]
     hnsw = searcher(loaded)
-    exact = Search(loaded, basic_read_access, exact_max_rows=100_000)
+    exact = Search(loaded, exact_max_rows=100_000)
     assert await plan_of(exact, loaded, "big") == "exact"
     query = SearchQuery(owner="alice", project_handle="big", vector=list(data["big"][5]), threshold=0.7, limit=20)
     a = await hnsw.search(ADMIN, query)

@@ -28,7 +28,7 @@ from vdb_grpc.domain.definitions import Definitions
 from vdb_grpc.domain.embeddings import Embeddings
 from vdb_grpc.domain.instances import Instances
 from vdb_grpc.domain.projects import Projects
-from vdb_grpc.domain.search import Search, basic_read_access
+from vdb_grpc.domain.search import Search
 from vdb_grpc.domain.users import Users
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.interceptors import ServiceInterceptor
@@ -101,7 +101,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     users = Users(pool)
     standards = ApiStandards(pool)
     projects = Projects(pool)
-    search = Search(pool, basic_read_access)
+    search = Search(pool)
     indexer = Indexer(pool)
     # Not on_commit=indexer.wake yet: Indexer._run waits with asyncio.wait_for, which on Python 3.11 swallows a
     # cancel that lands just after a wake, so Indexer.stop() (shutdown) can hang. The indexer polls every second.

@@ -8,7 +8,7 @@ from google.protobuf import json_format, struct_pb2
 from vdb_grpc.api.convert import principal
 from vdb_grpc.domain.search import Condition, Search, SearchQuery, SearchResult
 from vdb_grpc.errors import InvalidArgument
-from vdb_grpc.v1 import embedding_pb2, embedding_pb2_grpc
+from vdb_grpc.v1 import embedding_pb2
 
 
 def _conditions(items: list[embedding_pb2.MetadataCondition], field: str) -> tuple[Condition, ...]:
@@ -62,9 +62,3 @@ class SearchSimilarMixin:
     ) -> embedding_pb2.SearchSimilarResponse:
         return search_response(await self._search.search(principal(), search_query(request)))
 
-
-class EmbeddingSearchServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceServicer):
-    """EmbeddingService with only SearchSimilar (until the embeddings servicer takes the mixin)."""
-
-    def __init__(self, search: Search) -> None:
-        self._search = search

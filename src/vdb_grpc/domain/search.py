@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,8 @@ import asyncpg
 import numpy as np
 
 from vdb_grpc.auth import Principal
-from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from vdb_grpc.domain.projects import resolve_project_access
+from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS, MetadataFilter, Plan, PlanStats
 from vdb_grpc.validation import check_handle
@@ -39,20 +40,6 @@ DEFAULT_THRESHOLD = 0.5
 MAX_CONDITIONS = 16
 TEXT_ID_MAX = 1000
 FLOAT16_MAX = 65504.0
-
-
-@dataclass(frozen=True)
-class ProjectAccess:
-    """What search needs to know about a project the caller may read."""
-
-    project_id: int
-    dimensions: int | None
-    """The bound instance's dimensions; None when the project has no instance."""
-
-
-#: ``(conn, principal, owner, project_handle) -> ProjectAccess``; raises PermissionDenied / Unauthenticated /
-#: NotFound per SPEC §5 (read permission: admin, owner, editor, reader, anyone for public_read projects).
-ReadAccess = Callable[[asyncpg.Connection, Principal, str, str], Awaitable[ProjectAccess]]
 
 
 @dataclass(frozen=True)
@@ -189,7 +176,6 @@ class Search:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        read_access: ReadAccess,
         *,
         exact_max_rows: int = 4000,
         min_share_divisor: int = 50,
@@ -199,7 +185,6 @@ class Search:
     ) -> None:
         """Args:
         pool: database pool.
-        read_access: resolves a project the caller may read (the projects module's access check).
         exact_max_rows: projects up to this many rows are searched exactly (measured crossover ~3,000).
         min_share_divisor: a project holding less than 1/this of its dimension's index is searched exactly.
         ef_search: HNSW candidate list size (raised to offset + limit when larger).
@@ -207,7 +192,6 @@ class Search:
         stats_ttl: seconds a project's size estimate is reused (a stale size only shifts the plan choice).
         """
         self._pool = pool
-        self._read_access = read_access
         self.exact_max_rows = exact_max_rows
         self.min_share_divisor = min_share_divisor
         self.ef_search = ef_search
@@ -223,7 +207,8 @@ class Search:
         """
         v = validate(query)
         async with self._pool.acquire() as conn:
-            access = await self._read_access(conn, principal, query.owner, query.project_handle)
+            # the one project permission check (read: admin, owner, editor, reader, anyone if public_read)
+            access = await resolve_project_access(conn, principal, query.owner, query.project_handle, "read")
             if query.text_id is not None:
                 stored = await q.stored_vector(conn, access.project_id, query.text_id)
                 if stored is None:
@@ -285,22 +270,3 @@ class Search:
     def forget_stats(self) -> None:
         """Drop cached project sizes (tests and benchmarks that change data between searches)."""
         self._stats.clear()
-
-
-async def basic_read_access(conn: asyncpg.Connection, principal: Principal, owner: str, handle: str) -> ProjectAccess:
-    """Read permission per SPEC §5 (stand-in until the projects module's ``resolve_project_access`` is wired).
-
-    Raises:
-        Unauthenticated: anonymous caller on a project that is not public_read.
-        PermissionDenied: the caller may not read the project (whether or not it exists).
-        NotFound: the project is absent and the caller could have seen it (admin or the owner).
-    """
-    row = await q.project_for_reader(conn, owner, handle, principal.user_handle)
-    may_read = principal.is_admin or principal.is_user(owner) or (row is not None and (row.shared or row.public_read))
-    if not may_read:
-        if principal.is_anonymous:
-            principal.require_authenticated()
-        raise PermissionDenied(f"you may not read project {owner}/{handle}")
-    if row is None:
-        raise NotFound.resource_missing("project", f"{owner}/{handle}", owner)
-    return ProjectAccess(project_id=row.project_id, dimensions=row.dimensions)

@@ -64,41 +64,6 @@ class StoredQuery:
     dim: int
 
 
-@dataclass(frozen=True)
-class ReaderProject:
-    """A project as a reader sees it."""
-
-    project_id: int
-    dimensions: int | None
-    public_read: bool
-    shared: bool
-
-
-PROJECT_FOR_READER = """
-SELECT p.project_id, i.dimensions, coalesce(p.public_read, false) AS public_read,
-       EXISTS (SELECT 1 FROM projects_shared_with s WHERE s.project_id = p.project_id AND s.user_handle = $3)
-           AS shared
-FROM projects p LEFT JOIN llm_service_instances i ON i.instance_id = p.llm_service_instance_id
-WHERE p.owner = $1 AND p.project_handle = $2
-"""
-
-
-async def project_for_reader(
-    conn: asyncpg.Connection, owner: str, handle: str, user: str | None
-) -> ReaderProject | None:
-    """The project with its instance's dimensions, whether it is public and shared with ``user``."""
-    r = await conn.fetchrow(PROJECT_FOR_READER, owner, handle, user)
-    if r is None:
-        return None
-    dims = r["dimensions"]
-    return ReaderProject(
-        project_id=r["project_id"],
-        dimensions=int(dims) if dims is not None else None,
-        public_read=bool(r["public_read"]),
-        shared=bool(r["shared"]),
-    )
-
-
 STORED_VECTOR = """
 SELECT vector, vector_dim FROM embeddings WHERE project_id = $1 AND text_id = $2
 """
