@@ -99,8 +99,8 @@ async def test_statement_timeout_is_deadline_exceeded(vdb):
         await conn.execute("SET statement_timeout = 100")
         with pytest.raises(Exception) as info:
             await conn.fetch("SELECT * FROM users")
-        from vdb_grpc.interceptors import translate_exception
         from vdb_grpc import errors
+        from vdb_grpc.interceptors import translate_exception
 
         assert isinstance(translate_exception(info.value), errors.DeadlineExceeded)
         await conn.execute("RESET statement_timeout")
