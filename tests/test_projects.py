@@ -20,9 +20,8 @@ from vdb_grpc.auth import ADMIN as ADMIN_PRINCIPAL
 from vdb_grpc.auth import ANONYMOUS, Principal, PrincipalKind
 from vdb_grpc.domain.projects import NO_INSTANCE_MESSAGE, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
-from vdb_grpc.v1 import common_pb2
+from vdb_grpc.v1 import common_pb2, user_pb2
 from vdb_grpc.v1 import project_pb2 as pb
-from vdb_grpc.v1 import user_pb2
 
 C = grpc.StatusCode
 Metadata = tuple[tuple[str, str], ...]
