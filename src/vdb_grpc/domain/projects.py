@@ -254,6 +254,10 @@ async def resolve_project_access(
         who = "anyone" if role == "public" else f"a{'n' if role == 'editor' else ''} {role}"
         allowed = "the owner and the admin" if need == "manage" else "editors, the owner and the admin"
         raise PermissionDenied(f"you are {who} of project {name!r}: only {allowed} may {_VERB[need]} it")
+    dimensions = row.dimensions
+    if lock != "none" and row.instance_id is not None:
+        # keep the instance's dimensions fixed until the caller's transaction ends (re-read under the lock)
+        dimensions = await q.lock_instance_dimensions(conn, row.instance_id)
     return ProjectAccess(
         project_id=row.project_id,
         owner=row.owner,
@@ -261,7 +265,7 @@ async def resolve_project_access(
         role=role,
         instance_id=row.instance_id,
         instance=_instance_name(row),
-        dimensions=row.dimensions,
+        dimensions=dimensions,
         metadata_schema=row.metadata_schema,
         public_read=row.public_read,
         description=row.description,

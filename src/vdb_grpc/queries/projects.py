@@ -180,6 +180,20 @@ async def list_projects(
     return [ListedProjectRow(project=_project(r), role=r["role"]) for r in rows]
 
 
+LOCK_INSTANCE_DIMENSIONS = "SELECT dimensions FROM llm_service_instances WHERE instance_id = $1 FOR SHARE"
+
+
+async def lock_instance_dimensions(conn: asyncpg.Connection, instance_id: int) -> int | None:
+    """Lock the instance row FOR SHARE and return its current dimensions (None when it is gone).
+
+    A project row lock cannot cover its instance (FOR SHARE is not allowed on the nullable side of the outer
+    join), so writers that depend on the instance's dimensions take this lock too: UpdateInstance's dimension
+    change (FOR UPDATE) then waits for them and sees their embeddings, or they see the new dimensions.
+    """
+    value = await conn.fetchval(LOCK_INSTANCE_DIMENSIONS, instance_id)
+    return int(value) if value is not None else None
+
+
 GET_INSTANCE_FOR_USER = """
 SELECT i.instance_id, i.owner, i.instance_handle, i.dimensions,
        CASE WHEN i.owner = $3 THEN 'owner' ELSE s.role END AS user_role
