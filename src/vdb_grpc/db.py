@@ -35,6 +35,16 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Session defaults of pgvector's HNSW scan for every pooled connection, so a typical search (offset + limit
+#: ≤ ef_search) needs no SET round trip: iterative scans (relaxed order; the statement re-sorts the merged
+#: top-k), the candidate list size and the iterative scan budget.
+HNSW_SESSION_DEFAULTS = {
+    "hnsw.iterative_scan": "relaxed_order",
+    "hnsw.ef_search": "40",
+    "hnsw.max_scan_tuples": "40000",
+}
+
+
 def encode_halfvec(value: Any) -> bytes:
     """Binary wire format of pgvector's ``halfvec``: dim, unused, then big-endian float16 values.
 
@@ -74,7 +84,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     Raises:
         Unavailable: the database cannot be reached.
     """
-    server_settings = {"application_name": "vdb-grpc"}
+    server_settings = {"application_name": "vdb-grpc", **HNSW_SESSION_DEFAULTS}
     if settings.statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
     try:

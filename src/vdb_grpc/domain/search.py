@@ -27,6 +27,7 @@ import asyncpg
 import numpy as np
 
 from vdb_grpc.auth import Principal
+from vdb_grpc.db import HNSW_SESSION_DEFAULTS
 from vdb_grpc.domain.projects import resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdb_grpc.queries import search as q
@@ -196,6 +197,10 @@ class Search:
         self.min_share_divisor = min_share_divisor
         self.ef_search = ef_search
         self.max_scan_tuples = max_scan_tuples
+        self._session_scan = (
+            int(HNSW_SESSION_DEFAULTS["hnsw.ef_search"]),
+            int(HNSW_SESSION_DEFAULTS["hnsw.max_scan_tuples"]),
+        )
         self._stats_ttl = stats_ttl
         self._stats: dict[tuple[int, int], tuple[float, PlanStats]] = {}
 
@@ -231,7 +236,9 @@ class Search:
             k = v.offset + v.limit
             plan = await self.plan_for(conn, access.project_id, dim, k)
             if plan == "hnsw":
-                await q.set_hnsw_scan(conn, max(self.ef_search, min(k, 1000)), max(self.max_scan_tuples, k * 20))
+                ef_search, scan_budget = max(self.ef_search, min(k, 1000)), max(self.max_scan_tuples, k * 20)
+                if (ef_search, scan_budget) != self._session_scan:  # else the pool's session defaults apply
+                    await q.set_hnsw_scan(conn, ef_search, scan_budget)
             hits = await q.search(
                 conn,
                 plan,
