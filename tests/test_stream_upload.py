@@ -146,3 +146,36 @@ async def test_admin_streams_into_any_project(vdb: Harness, world: World) -> Non
     )
     assert resp.count == 1
     assert set(await world.rows()) == {"adm", "ed"}
+
+
+async def test_a_batch_failing_while_the_next_is_written_takes_the_next_down_too(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are written ahead but committed in order: when batch 1 fails in the database after batch 2 has
+    been written (waiting for batch 1 to commit), batch 2 is rolled back and only batch 0 stays."""
+    import vdb_grpc.domain.embeddings as domain
+    from vdb_grpc.errors import FailedPrecondition
+
+    real = domain.q.upsert_embeddings
+    written: list[str] = []
+
+    async def flaky(conn: Any, **kw: Any) -> Any:
+        first = kw["text_ids"][0]
+        if first.startswith("b1-"):
+            await asyncio.sleep(0.3)  # batch 2 gets written meanwhile
+            raise FailedPrecondition("simulated failure while writing")
+        counts = await real(conn, **kw)
+        written.append(first)
+        return counts
+
+    monkeypatch.setattr(domain.q, "upsert_embeddings", flaky)
+    data = batches(3, 5)
+    err = await rpc_error(
+        stream(world, [message(data[0], "alice", "proj"), message(data[1]), message(data[2])]), C.FAILED_PRECONDITION
+    )
+    assert err.details() == (
+        "batch 1: simulated failure while writing; batch 0 (5 embeddings) was committed, batch 1 and any later ones"
+        " were not"
+    )
+    assert written == ["b0-0", "b2-0"]  # batch 2 was written …
+    assert set(await world.rows()) == {f"b0-{i}" for i in range(5)}  # … and rolled back

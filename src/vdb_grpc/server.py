@@ -35,6 +35,7 @@ from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
 from vdb_grpc.settings import Settings
+from vdb_grpc.upload_pacing import UploadAwareIndexer
 from vdb_grpc.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -102,10 +103,11 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     standards = ApiStandards(pool)
     projects = Projects(pool)
     search = Search(pool)
-    indexer = Indexer(pool)
-    # Not on_commit=indexer.wake yet: Indexer._run waits with asyncio.wait_for, which on Python 3.11 swallows a
-    # cancel that lands just after a wake, so Indexer.stop() (shutdown) can hang. The indexer polls every second.
-    embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items)
+    # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
+    # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
+    # after a wake() and hang Indexer.stop().
+    indexer = UploadAwareIndexer(pool)
+    embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload)
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (
         ApiKeyCipher(settings.encryption_key, settings.encryption_key_previous) if settings.encryption_key else None

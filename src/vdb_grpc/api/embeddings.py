@@ -38,10 +38,16 @@ def json_value(v: struct_pb2.Value) -> Any:
     if kind == "bool_value":
         return v.bool_value
     if kind == "struct_value":
-        return {k: json_value(x) for k, x in v.struct_value.fields.items()}
+        return json_object(v.struct_value)
     if kind == "list_value":
         return [json_value(x) for x in v.list_value.values]
     return None
+
+
+def json_object(s: struct_pb2.Struct) -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as a dict (iterating keys is faster than the map's ``items()`` view)."""
+    fields = s.fields
+    return {k: json_value(fields[k]) for k in fields}
 
 
 def upload_batch(items: Sequence[pb.Embedding]) -> UploadBatch:
@@ -62,7 +68,7 @@ def upload_batch(items: Sequence[pb.Embedding]) -> UploadBatch:
         vector_dims.append(e.vector_dim)
         instances.append(e.instance)
         texts.append(e.text if e.HasField("text") else None)
-        metadata.append({k: json_value(x) for k, x in e.metadata.fields.items()} if e.HasField("metadata") else None)
+        metadata.append(json_object(e.metadata) if e.HasField("metadata") else None)
     return UploadBatch(
         text_ids=text_ids,
         vectors=vectors,

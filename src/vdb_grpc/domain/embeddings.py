@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,11 @@ LIST_PAGE_BYTES = 3 * 1024 * 1024 + 512 * 1024
 #: Distinct compiled metadata schemas kept (compiling one takes milliseconds; uploads use it per batch).
 SCHEMA_CACHE_SIZE = 64
 SHOWN_TEXT_ID = 60
+#: Metadata is stored as compact JSON; NaN and infinity are refused (JSON has no spelling for them).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 NOTHING_STORED = "; nothing was stored"
+#: Stream batches in flight at once: one being committed while the next is written (see ``Embeddings._commit``).
+STREAM_DEPTH = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,7 +170,7 @@ class _Prepared:
     text_ids: list[str]
     texts: list[str | None]
     vectors: list[bytes]
-    metadata_json: list[str | None]
+    metadata_json: str
 
 
 def _show(text_id: str) -> str:
@@ -296,37 +301,49 @@ def _check_vectors(batch: UploadBatch, dims: int, instance: str, problems: _Prob
     return half
 
 
-def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems) -> list[str | None]:
-    """Check every item's metadata; return it as JSON text (None where not given)."""
-    out: list[str | None] = []
-    for i, value in enumerate(batch.metadata):
+def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems) -> str:
+    """Check every item's metadata; return the batch's metadata as one JSON array (null where not given).
+
+    One encoder call for the whole batch (the per-item work is the schema check, when there is a schema); only
+    when that call fails, or finds a NUL character, are the items looked at one by one to name the culprits.
+    """
+    values = batch.metadata
+    unusable: set[int] = set()
+
+    def bad(i: int, description: str) -> None:
+        unusable.add(i)
+        problems.add(i, "metadata", description)
+
+    for i, value in enumerate(values):
         if value is None:
             if schema is not None:
-                problems.add(i, "metadata", "is required: the project has a metadata_schema")
-            out.append(None)
-            continue
-        if not isinstance(value, dict):
-            problems.add(i, "metadata", f"must be a JSON object, not {type(value).__name__}")
-            out.append(None)
-            continue
-        try:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except ValueError:
-            problems.add(i, "metadata", "holds NaN or infinity, which JSON cannot represent")
-            out.append(None)
-            continue
-        if "\\u0000" in text and _has_nul(value):
-            problems.add(i, "metadata", "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
-        elif schema is not None:
-            violation = schema.violation(value)
-            if violation is not None:
-                problems.add(
-                    i,
-                    "metadata",
-                    f"does not match the project's metadata_schema at {violation.path}: {violation.message}",
-                )
-        out.append(text)
-    return out
+                bad(i, "is required: the project has a metadata_schema")
+        elif not isinstance(value, dict):
+            bad(i, f"must be a JSON object, not {type(value).__name__}")
+    try:
+        text = _JSON.encode(values)
+    except ValueError:
+        text = ""
+        for i, value in enumerate(values):
+            try:
+                _JSON.encode(value)
+            except ValueError:
+                bad(i, "holds NaN or infinity, which JSON cannot represent")
+    if not text or "\\u0000" in text:
+        for i, value in enumerate(values):
+            if _has_nul(value):
+                bad(i, "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
+    if schema is not None:
+        for i, value in enumerate(values):
+            if i not in unusable:
+                violation = schema.violation(value)
+                if violation is not None:
+                    problems.add(
+                        i,
+                        "metadata",
+                        f"does not match the project's metadata_schema at {violation.path}: {violation.message}",
+                    )
+    return text
 
 
 def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | None) -> _Prepared:
@@ -363,9 +380,18 @@ def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | 
     )
 
 
+class _Abandoned(Exception):
+    """A streamed batch rolled back because an earlier batch of the stream failed (never reaches a client)."""
+
+
 def _in_stream(exc: VdbError, batch: int, done: StreamResult) -> VdbError:
     """``exc`` of one stream message, restated with the batch number and what was committed before it."""
-    committed = f"batches 0-{batch - 1} ({done.count} embeddings) were committed" if batch else "nothing was committed"
+    if batch == 0:
+        committed = "nothing was committed"
+    elif batch == 1:
+        committed = f"batch 0 ({done.count} embeddings) was committed"
+    else:
+        committed = f"batches 0-{batch - 1} ({done.count} embeddings) were committed"
     return type(exc)(
         f"batch {batch}: {exc.message.removesuffix(NOTHING_STORED)}; {committed}, batch {batch} and any later "
         "ones were not",
@@ -454,8 +480,14 @@ class Embeddings:
         project_handle: str,
         batch: UploadBatch,
         prepared: _Prepared | None,
+        after: asyncio.Task[Any] | None = None,
     ) -> tuple[UpsertResult, _Target]:
-        """Check (unless ``prepared`` was checked against the same target) and store one batch atomically."""
+        """Check (unless ``prepared`` was checked against the same target) and store one batch atomically.
+
+        With ``after`` (the previous batch of a stream) the batch is written at once but committed only once
+        ``after`` has committed, and rolled back if it failed: streamed batches commit strictly in order, while
+        one batch's writing overlaps the previous one's commit (its WAL flush).
+        """
         async with self._pool.acquire() as conn, conn.transaction():
             access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="share")
             target = await self._target(conn, access)
@@ -474,6 +506,11 @@ class Embeddings:
                     vectors=prepared.vectors,
                     metadata_json=prepared.metadata_json,
                 )
+            if after is not None:
+                try:
+                    await asyncio.shield(after)
+                except Exception:
+                    raise _Abandoned from None
         if counts.inserted or counts.replaced:
             if self._on_commit is not None:
                 self._on_commit()
@@ -501,14 +538,11 @@ class Embeddings:
         done = StreamResult()
         project: tuple[str, str] | None = None
         target: _Target | None = None
-        pending: tuple[int, asyncio.Task[tuple[UpsertResult, _Target]]] | None = None
+        in_flight: deque[tuple[int, asyncio.Task[tuple[UpsertResult, _Target]]]] = deque()
         index = 0
 
-        async def finish() -> _Target:
-            nonlocal pending
-            assert pending is not None
-            batch_no, task = pending
-            pending = None
+        async def finish_oldest() -> _Target:
+            batch_no, task = in_flight.popleft()
             try:
                 result, used = await task
             except VdbError as exc:
@@ -521,7 +555,6 @@ class Embeddings:
         try:
             async for message in messages:
                 error: VdbError | None = None
-                prepared: _Prepared | None = None
                 batch: UploadBatch | None = None
                 try:
                     named = (message.owner, message.project_handle)
@@ -533,29 +566,32 @@ class Embeddings:
                             f"must be empty or the same as in the first message ({project[0]}/{project[1]})",
                         )
                     self.check_batch_size(message.size)
-                    # Converted and checked while the previous batch is being written. The commit re-checks
-                    # only if the project changed meanwhile, and reports a failure (after the previous commit).
-                    batch = message.load()
-                    if target is not None:
-                        with contextlib.suppress(InvalidArgument):
-                            prepared = self._prepare(batch, target)
+                    batch = message.load()  # while earlier batches are being written
                 except VdbError as exc:
                     error = exc
-                if pending is not None:
-                    target = await finish()
+                while in_flight and (error is not None or len(in_flight) >= STREAM_DEPTH):
+                    target = await finish_oldest()
                 if error is not None:
                     raise _in_stream(error, index, done)
                 assert project is not None and batch is not None
-                task = asyncio.create_task(self._commit(principal, *project, batch, prepared))
-                pending = (index, task)
+                prepared: _Prepared | None = None
+                if target is not None:
+                    # Checked here, while the previous batch is being written. The commit re-checks only if the
+                    # project changed meanwhile, and reports a failure then, in stream order.
+                    with contextlib.suppress(InvalidArgument):
+                        prepared = self._prepare(batch, target)
+                after = in_flight[-1][1] if in_flight else None
+                task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after))
+                in_flight.append((index, task))
                 index += 1
-            if pending is not None:
-                await finish()
+            while in_flight:
+                await finish_oldest()
         finally:
-            if pending is not None:
-                pending[1].cancel()
+            for _, task in in_flight:
+                task.cancel()
+            for _, task in in_flight:
                 with contextlib.suppress(BaseException):
-                    await pending[1]
+                    await task
         return done
 
     async def get(self, principal: Principal, owner: str, project_handle: str, text_id: str) -> EmbeddingRow:
