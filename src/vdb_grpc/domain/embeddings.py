@@ -38,11 +38,9 @@ from vdb_grpc.db import halfvec_wire
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import (
     ErrorInfo,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PreconditionViolation,
     ResourceRef,
     VdbError,
 )
@@ -452,14 +450,12 @@ class Embeddings:
                 self._schemas[text] = schema
         return schema
 
-    async def _target(self, conn: asyncpg.Connection, access: ProjectAccess) -> _Target:
-        instance_id, _ = access.require_instance()
-        dimensions = await q.lock_instance(conn, instance_id)
-        if dimensions is None or access.instance is None:  # pragma: no cover - the project row is locked
-            raise FailedPrecondition(
-                f"project {access.name!r} lost its instance; rebind it with UpdateProject",
-                preconditions=[PreconditionViolation("NO_INSTANCE", f"project:{access.name}", "no instance")],
-            )
+    @staticmethod
+    def _target(access: ProjectAccess) -> _Target:
+        """What a batch is checked against; ``access`` was resolved with lock="share", which also locks the
+        instance row, so its dimensions cannot change before the upload commits."""
+        instance_id, dimensions = access.require_instance()
+        assert access.instance is not None
         return _Target(
             project_id=access.project_id,
             project=access.name,
@@ -490,7 +486,7 @@ class Embeddings:
         """
         async with self._pool.acquire() as conn, conn.transaction():
             access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="share")
-            target = await self._target(conn, access)
+            target = self._target(access)
             if prepared is None or prepared.target != target:
                 prepared = self._prepare(batch, target)
             counts = UpsertCounts(0, 0)

@@ -36,20 +36,6 @@ class EmbeddingRow:
     metadata_json_size: int = 0
 
 
-LOCK_INSTANCE = "SELECT dimensions FROM llm_service_instances WHERE instance_id = $1 FOR SHARE"
-
-
-async def lock_instance(conn: asyncpg.Connection, instance_id: int) -> int | None:
-    """Lock a project's instance against changes until the transaction ends; return its dimensions (None: gone).
-
-    With the project row locked by the access check, a concurrent change of the instance's dimensions waits
-    for the upload to commit (and then sees its embeddings), so no upload stores vectors of a size the
-    instance no longer makes.
-    """
-    value = await conn.fetchval(LOCK_INSTANCE, instance_id)
-    return int(value) if value is not None else None
-
-
 UPSERT_EMBEDDINGS = """
 WITH stored AS (
     INSERT INTO embeddings AS e
