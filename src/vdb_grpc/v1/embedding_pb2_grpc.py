@@ -79,9 +79,9 @@ class EmbeddingServiceServicer:
     def UpsertEmbeddings(self, request, context):
         """Inserts or replaces a batch of embeddings, atomically: every item is checked first and either all are
         stored or none. A failing batch is refused with INVALID_ARGUMENT carrying one google.rpc.BadRequest field
-        violation per failing item (field "embeddings[<index>]", description naming the text_id and the
-        problem); the status message names the first. Items over VDB_MAX_BATCH_ITEMS → INVALID_ARGUMENT; a request
-        over VDB_MAX_MESSAGE_BYTES → RESOURCE_EXHAUSTED. A project without a usable instance → FAILED_PRECONDITION.
+        violation per problem (field "embeddings[<index>].<field>", description starting with the item's text_id);
+        the status message names the first. More than VDB_MAX_BATCH_ITEMS items → INVALID_ARGUMENT; a request over
+        VDB_MAX_MESSAGE_BYTES → RESOURCE_EXHAUSTED. A project without a usable instance → FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,9 +89,10 @@ class EmbeddingServiceServicer:
 
     def StreamUpsertEmbeddings(self, request_iterator, context):
         """Bulk ingest: the client streams batches; each message is checked and committed in its own transaction as
-        it arrives (the same rules as UpsertEmbeddings). On a bad batch the call ends with that batch's error,
-        prefixed "batch N (0-based)"; every earlier batch stays committed, the failing one and any later ones are
-        not stored. The final response counts what was committed.
+        it arrives, in order (the same rules as UpsertEmbeddings). On a bad batch the call ends with that batch's
+        error, its message starting "batch N: " (N counted from 0) and a google.rpc.ErrorInfo (reason
+        STREAM_BATCH_FAILED) saying how many batches and embeddings were committed: exactly batches 0 … N-1; the
+        failing one and any later ones are not stored. The final response counts what was committed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +106,8 @@ class EmbeddingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEmbeddings(self, request, context):
-        """Lists the embeddings of a project ordered by text_id (byte order); vectors only with include_vectors.
+        """Lists the embeddings of a project ordered by text_id (the database's collation); vectors only with
+        include_vectors. A page may hold fewer than page_size items to stay under ~3.5 MiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
