@@ -7,14 +7,15 @@ Uploads
     it when all vectors have one length), checked for length, finiteness, the float16 range and zero norm
     (after float16 rounding) in a few numpy passes. A batch is written by one ``INSERT … ON CONFLICT`` in one
     transaction — all items or none. Rows are written ``indexed = false`` so the upload never maintains an HNSW
-    index (docs/embeddings-design.md); the background indexer is woken after each commit.
+    index (docs/embeddings-design.md); ``on_commit`` tells the background indexer after each commit (it waits
+    while uploads arrive, see ``vdb_grpc.upload_pacing``).
 
 Streaming ingest
-    Each stream message is a batch committed in its own transaction, in order. While batch k is being written,
-    batch k+1 is received, converted and checked, so the database and the Python side work at the same time. A
-    failing batch ends the stream with its error, prefixed ``batch k`` (0-based) and carrying a
-    ``google.rpc.ErrorInfo`` that says how many batches and embeddings were committed before it: exactly
-    batches 0 … k-1; batch k and anything the client sent after it are not stored.
+    Each stream message is a batch committed in its own transaction, in order. Two batches are in flight: while
+    batch k commits, batch k+1 is received, converted, checked and written, and commits only after batch k has
+    (rolled back if k failed). A failing batch ends the stream with its error, prefixed ``batch k`` (0-based)
+    and carrying a ``google.rpc.ErrorInfo`` that says how many batches and embeddings were committed before it:
+    exactly batches 0 … k-1; batch k and anything the client sent after it are not stored.
 
 Permissions come from ``resolve_project_access`` (projects module): upload and delete need "write" (admin,
 owner, editor), reading needs "read" (also readers, and anyone for public_read projects).
