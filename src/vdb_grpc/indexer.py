@@ -65,6 +65,7 @@ class Indexer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._checked_lost_indexes = False
+        self._locked_out = False
 
     def wake(self) -> None:
         """Ask for a pass soon (call after committing uploads)."""
@@ -95,7 +96,8 @@ class Indexer:
         """One pass over every dimension with work. Returns True when there was nothing left to do."""
         async with self._pool.acquire() as conn:
             # Lock first: a worker holding it may be between flipping a backlog and building its index.
-            if not await q.try_lock_indexer(conn):
+            self._locked_out = not await q.try_lock_indexer(conn)
+            if self._locked_out:
                 return False  # another worker (replica) is on it
             try:
                 dims = set(await q.dims_with_backlog(conn))
@@ -125,9 +127,12 @@ class Indexer:
                 log.exception("indexer pass failed; retrying in %.0fs", self._idle_interval * 5)
                 await asyncio.sleep(self._idle_interval * 5)
                 continue
-            if idle:
+            if idle or self._locked_out:  # nothing to do, or another worker holds the lock: wait a while
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands
+                # right after the event is set, and stop() would then wait forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle_interval)
+                    async with asyncio.timeout(self._idle_interval):
+                        await self._wakeup.wait()
                 self._wakeup.clear()
 
     async def _index_dimension(self, conn: asyncpg.Connection, dim: int) -> bool:
