@@ -34,6 +34,9 @@ from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS
 log = logging.getLogger(__name__)
 
 
+#: Chunked flips (each an UPDATE) between two VACUUMs of the table; see ``Indexer._vacuum``.
+VACUUM_AFTER_FLIPS = 5000
+
 class Indexer:
     """Background task that flips uploaded rows into the per-dimension HNSW indexes."""
 
@@ -66,6 +69,7 @@ class Indexer:
         self._task: asyncio.Task[None] | None = None
         self._checked_lost_indexes = False
         self._locked_out = False
+        self._flipped_since_vacuum = 0
 
     def wake(self) -> None:
         """Ask for a pass soon (call after committing uploads)."""
@@ -152,7 +156,22 @@ class Indexer:
         if backlog == 0:
             return False
         flipped = await q.flip_chunk(conn, dim, self._chunk_size)
+        self._flipped_since_vacuum += flipped
+        if self._flipped_since_vacuum >= VACUUM_AFTER_FLIPS:
+            await self._vacuum(conn)
         return flipped > 0
+
+    async def _vacuum(self, conn: asyncpg.Connection) -> None:
+        """VACUUM the table after many flips.
+
+        A flip is an UPDATE: the old row versions stay in ``embeddings_unindexed_idx`` (and the heap) until a
+        vacuum, so the exact scan of "not yet indexed" rows would otherwise recheck every flipped row — measured
+        3.4 ms per search on 20,000 flipped rows, against 0 after VACUUM. Autovacuum gets there too, but only
+        minutes later.
+        """
+        async with self._build_session(conn):
+            await conn.execute("VACUUM (ANALYZE) embeddings")
+        self._flipped_since_vacuum = 0
 
     async def _flip_all(self, conn: asyncpg.Connection, dim: int) -> int:
         total = 0
@@ -169,6 +188,7 @@ class Indexer:
             await conn.execute(q.drop_index_sql(dim))
             flipped = await self._flip_all(conn, dim)
             await conn.execute(q.create_index_sql(dim))
+        await self._vacuum(conn)
         log.info(
             "built HNSW index for %d dimensions (%d rows newly indexed) in %.1fs",
             dim,
