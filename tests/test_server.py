@@ -176,8 +176,8 @@ def test_generated_code_matches_protos():
 async def test_pool_sessions_carry_hnsw_scan_defaults_and_are_reset_on_release(vdb):
     async with vdb.pool.acquire() as conn:
         assert await conn.fetchval("SHOW hnsw.iterative_scan") == "relaxed_order"
-        assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
+        assert await conn.fetchval("SHOW hnsw.ef_search") == "64"
         await conn.execute("SET hnsw.ef_search = 500")  # what a search with offset + limit = 500 does
     for _ in range(vdb.pool.get_size()):
         async with vdb.pool.acquire() as conn:
-            assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
+            assert await conn.fetchval("SHOW hnsw.ef_search") == "64"

@@ -40,7 +40,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 #: top-k), the candidate list size and the iterative scan budget.
 HNSW_SESSION_DEFAULTS = {
     "hnsw.iterative_scan": "relaxed_order",
-    "hnsw.ef_search": "40",
+    "hnsw.ef_search": "64",
     "hnsw.max_scan_tuples": "40000",
 }
 

@@ -180,7 +180,7 @@ class Search:
         *,
         exact_max_rows: int = 4000,
         min_share_divisor: int = 50,
-        ef_search: int = 40,
+        ef_search: int = 64,
         max_scan_tuples: int = 40_000,
         stats_ttl: float = 10.0,
     ) -> None:
