@@ -6,7 +6,8 @@ import grpc
 
 from vdb_grpc.api.convert import principal, update_fields
 from vdb_grpc.domain.definitions import Definitions
-from vdb_grpc.queries.definitions import DefinitionRow, DefinitionValues, ShareRow
+from vdb_grpc.queries.definitions import DefinitionRow, DefinitionValues
+from vdb_grpc.queries.shares import ShareRow
 from vdb_grpc.v1 import common_pb2, llm_definition_pb2_grpc
 from vdb_grpc.v1 import llm_definition_pb2 as pb
 

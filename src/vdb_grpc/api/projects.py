@@ -6,7 +6,7 @@ import grpc
 
 from vdb_grpc.api.convert import principal, update_fields
 from vdb_grpc.domain.projects import ProjectInput, Projects, ProjectView
-from vdb_grpc.queries.projects import ShareRow
+from vdb_grpc.queries.shares import ShareRow
 from vdb_grpc.v1 import common_pb2, project_pb2_grpc
 from vdb_grpc.v1 import project_pb2 as pb
 

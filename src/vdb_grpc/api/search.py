@@ -61,4 +61,3 @@ class SearchSimilarMixin:
         self, request: embedding_pb2.SearchSimilarRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.SearchSimilarResponse:
         return search_response(await self._search.search(principal(), search_query(request)))
-

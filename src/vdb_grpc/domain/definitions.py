@@ -22,7 +22,9 @@ from vdb_grpc.domain.llm import (
 from vdb_grpc.errors import InvalidArgument, NotFound, PermissionDenied
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import definitions as q
-from vdb_grpc.queries.definitions import DefinitionRow, DefinitionValues, ShareRow
+from vdb_grpc.queries import shares as share_q
+from vdb_grpc.queries.definitions import DefinitionRow, DefinitionValues
+from vdb_grpc.queries.shares import DEFINITION_SHARES, ShareRow
 from vdb_grpc.validation import check_handle
 
 UPDATABLE_FIELDS = frozenset({*VALUE_FIELDS, "is_public"})
@@ -169,7 +171,7 @@ class Definitions:
             current = await q.get_definition(conn, owner, handle, None, for_update=True)
             if current is None:
                 raise NotFound.resource_missing("definition", f"{owner}/{handle}", owner)
-            return await q.upsert_share(conn, current.definition_id, user_handle, SHARE_ROLE)
+            return await share_q.upsert_share(conn, DEFINITION_SHARES, current.definition_id, user_handle, SHARE_ROLE)
 
     async def unshare(self, principal: Principal, owner: str, handle: str, user_handle: str) -> bool:
         """Withdraw ``user_handle``'s share (owner or admin); False when there was none."""
@@ -181,7 +183,7 @@ class Definitions:
             current = await q.get_definition(conn, owner, handle, None)
             if current is None:
                 raise NotFound.resource_missing("definition", f"{owner}/{handle}", owner)
-            return await q.delete_share(conn, current.definition_id, user_handle)
+            return await share_q.delete_share(conn, DEFINITION_SHARES, current.definition_id, user_handle)
 
     async def list_shares(
         self, principal: Principal, owner: str, handle: str, page_size: int, page_token: str
@@ -195,5 +197,7 @@ class Definitions:
             current = await q.get_definition(conn, owner, handle, None)
             if current is None:
                 raise NotFound.resource_missing("definition", f"{owner}/{handle}", owner)
-            rows = await q.list_shares(conn, current.definition_id, after_single(page), page.size + 1)
+            rows = await share_q.list_shares(
+                conn, DEFINITION_SHARES, current.definition_id, after_single(page), page.size + 1
+            )
         return SharePage(rows[: page.size], next_token("definition_shares", rows, page.size, lambda s: [s.user_handle]))

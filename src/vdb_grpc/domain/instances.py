@@ -30,8 +30,9 @@ from vdb_grpc.domain.llm import (
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import instances as q
-from vdb_grpc.queries.definitions import ShareRow
+from vdb_grpc.queries import shares as share_q
 from vdb_grpc.queries.instances import InstanceRow, InstanceValues
+from vdb_grpc.queries.shares import INSTANCE_SHARES, ShareRow
 from vdb_grpc.validation import check_handle, check_max_length, check_role
 
 UPDATABLE_FIELDS = frozenset({*VALUE_FIELDS, "api_key"})
@@ -281,7 +282,7 @@ class Instances:
             row = await q.get_instance(conn, owner, handle, None, for_update=True)
             if row is None:
                 raise NotFound.resource_missing("instance", f"{owner}/{handle}", owner)
-            return await q.upsert_share(conn, row.instance_id, user_handle, role)
+            return await share_q.upsert_share(conn, INSTANCE_SHARES, row.instance_id, user_handle, role)
 
     async def unshare(self, principal: Principal, owner: str, handle: str, user_handle: str) -> bool:
         """Withdraw ``user_handle``'s share (owner or admin); False when there was none."""
@@ -293,7 +294,7 @@ class Instances:
             row = await q.get_instance(conn, owner, handle, None)
             if row is None:
                 raise NotFound.resource_missing("instance", f"{owner}/{handle}", owner)
-            return await q.delete_share(conn, row.instance_id, user_handle)
+            return await share_q.delete_share(conn, INSTANCE_SHARES, row.instance_id, user_handle)
 
     async def list_shares(
         self, principal: Principal, owner: str, handle: str, page_size: int, page_token: str
@@ -307,5 +308,5 @@ class Instances:
             row = await q.get_instance(conn, owner, handle, None)
             if row is None:
                 raise NotFound.resource_missing("instance", f"{owner}/{handle}", owner)
-            rows = await q.list_shares(conn, row.instance_id, after_single(page), page.size + 1)
+            rows = await share_q.list_shares(conn, INSTANCE_SHARES, row.instance_id, after_single(page), page.size + 1)
         return SharePage(rows[: page.size], next_token("instance_shares", rows, page.size, lambda s: [s.user_handle]))

@@ -42,7 +42,9 @@ from vdb_grpc.errors import (
 from vdb_grpc.metadata_schema import MetadataSchema, compile_schema
 from vdb_grpc.pagination import MAX_PAGE_SIZE, next_token, page_request
 from vdb_grpc.queries import projects as q
-from vdb_grpc.queries.projects import InstanceRef, ProjectRow, RowLock, ShareRow
+from vdb_grpc.queries import shares as share_q
+from vdb_grpc.queries.projects import InstanceRef, ProjectRow, RowLock
+from vdb_grpc.queries.shares import PROJECT_SHARES, ShareRow
 from vdb_grpc.validation import check_handle, check_max_length, check_role, parse_reference
 
 Need = Literal["read", "write", "manage"]
@@ -294,7 +296,11 @@ async def _full_view(conn: asyncpg.Connection, principal: Principal, owner: str,
         raise NotFound.resource_missing("project", f"{owner}/{handle}", owner)
     role = _role_of(principal, row)
     count = await q.count_embeddings(conn, row.project_id)
-    shares = await q.list_shares(conn, row.project_id, None, SHARES_IN_GET) if role in ("owner", "admin") else []
+    shares = (
+        await share_q.list_shares(conn, PROJECT_SHARES, row.project_id, None, SHARES_IN_GET)
+        if role in ("owner", "admin")
+        else []
+    )
     return _view(row, role or "", count, shares)
 
 
@@ -562,7 +568,7 @@ class Projects:
             access = await resolve_project_access(conn, principal, owner, handle, "manage", lock="share")
             if user_handle == access.owner:
                 raise InvalidArgument.field("user_handle", "is the project's owner, who has every right already")
-            return await q.upsert_share(conn, access.project_id, user_handle, role)
+            return await share_q.upsert_share(conn, PROJECT_SHARES, access.project_id, user_handle, role)
 
     async def unshare(self, principal: Principal, owner: str, handle: str, user_handle: str) -> None:
         """Remove ``user_handle``'s share (owner or admin); NOT_FOUND when there is none."""
@@ -570,7 +576,7 @@ class Projects:
         check_handle(user_handle, "user_handle")
         async with self._pool.acquire() as conn, conn.transaction():
             access = await resolve_project_access(conn, principal, owner, handle, "manage", lock="share")
-            if not await q.delete_share(conn, access.project_id, user_handle):
+            if not await share_q.delete_share(conn, PROJECT_SHARES, access.project_id, user_handle):
                 raise NotFound(
                     f"project {access.name!r} is not shared with {user_handle!r}",
                     resource=ResourceRef("project share", f"{access.name}/{user_handle}", access.owner),
@@ -584,7 +590,7 @@ class Projects:
         after = str(page.after[0]) if page.after else None
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             access = await resolve_project_access(conn, principal, owner, handle, "manage")
-            rows = await q.list_shares(conn, access.project_id, after, page.size + 1)
+            rows = await share_q.list_shares(conn, PROJECT_SHARES, access.project_id, after, page.size + 1)
         return SharePage(rows[: page.size], next_token("project_shares", rows, page.size, lambda s: [s.user_handle]))
 
     async def transfer(self, principal: Principal, owner: str, handle: str, new_owner: str) -> ProjectView:
@@ -622,5 +628,5 @@ class Projects:
                     )
             await q.set_project_owner(conn, access.project_id, new_owner, access.project_handle)
             await q.set_embeddings_owner(conn, access.project_id, new_owner)
-            await q.delete_share(conn, access.project_id, new_owner)
+            await share_q.delete_share(conn, PROJECT_SHARES, access.project_id, new_owner)
             return await _full_view(conn, principal, new_owner, access.project_handle)

@@ -42,14 +42,6 @@ class DefinitionRow:
     shared_role: str | None = None
 
 
-@dataclass(frozen=True)
-class ShareRow:
-    """One user's access to a shared resource."""
-
-    user_handle: str
-    role: str
-
-
 COLUMNS = (
     "d.definition_id, d.owner, d.definition_handle, d.endpoint, d.description, d.api_standard, d.model, "
     "d.dimensions, d.context_limit, d.is_public"
@@ -204,45 +196,3 @@ DELETE = "DELETE FROM llm_service_definitions WHERE definition_id = $1"
 async def delete_definition(conn: asyncpg.Connection, definition_id: int) -> bool:
     """Delete; instances made from it keep their values (their definition_id becomes NULL). False when gone."""
     return str(await conn.execute(DELETE, definition_id)) == "DELETE 1"
-
-
-UPSERT_SHARE = """
-INSERT INTO llm_service_definitions_shared_with (user_handle, definition_id, role)
-VALUES ($2, $1, $3)
-ON CONFLICT (user_handle, definition_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()
-RETURNING user_handle, role
-"""
-
-
-async def upsert_share(conn: asyncpg.Connection, definition_id: int, user_handle: str, role: str) -> ShareRow:
-    """Share the definition with ``user_handle`` (or change the role).
-
-    Raises:
-        NotFound: the user does not exist.
-    """
-    try:
-        row = await conn.fetchrow(UPSERT_SHARE, definition_id, user_handle, role)
-    except asyncpg.ForeignKeyViolationError:
-        raise NotFound.resource_missing("user", user_handle) from None
-    return ShareRow(user_handle=row["user_handle"], role=row["role"])
-
-
-DELETE_SHARE = "DELETE FROM llm_service_definitions_shared_with WHERE definition_id = $1 AND user_handle = $2"
-
-
-async def delete_share(conn: asyncpg.Connection, definition_id: int, user_handle: str) -> bool:
-    """Withdraw ``user_handle``'s share; False when there was none."""
-    return str(await conn.execute(DELETE_SHARE, definition_id, user_handle)) == "DELETE 1"
-
-
-LIST_SHARES = """
-SELECT user_handle, role FROM llm_service_definitions_shared_with
-WHERE definition_id = $1 AND ($2::text IS NULL OR user_handle > $2)
-ORDER BY user_handle
-LIMIT $3
-"""
-
-
-async def list_shares(conn: asyncpg.Connection, definition_id: int, after: str | None, limit: int) -> list[ShareRow]:
-    """Shares of the definition ordered by user handle, after ``after``."""
-    return [ShareRow(r["user_handle"], r["role"]) for r in await conn.fetch(LIST_SHARES, definition_id, after, limit)]

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from vdb_grpc.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, VdbError
-from vdb_grpc.queries.definitions import ShareRow
 
 
 @dataclass(frozen=True)
@@ -278,48 +277,6 @@ async def delete_instance(conn: asyncpg.Connection, instance_id: int, name: str)
         return str(await conn.execute(DELETE, instance_id)) == "DELETE 1"
     except asyncpg.ForeignKeyViolationError:
         raise FailedPrecondition(f"instance {name} is used by a project") from None
-
-
-UPSERT_SHARE = """
-INSERT INTO llm_service_instances_shared_with (user_handle, instance_id, role)
-VALUES ($2, $1, $3)
-ON CONFLICT (user_handle, instance_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()
-RETURNING user_handle, role
-"""
-
-
-async def upsert_share(conn: asyncpg.Connection, instance_id: int, user_handle: str, role: str) -> ShareRow:
-    """Share the instance with ``user_handle`` in ``role`` (or change the role).
-
-    Raises:
-        NotFound: the user does not exist.
-    """
-    try:
-        row = await conn.fetchrow(UPSERT_SHARE, instance_id, user_handle, role)
-    except asyncpg.ForeignKeyViolationError:
-        raise NotFound.resource_missing("user", user_handle) from None
-    return ShareRow(user_handle=row["user_handle"], role=row["role"])
-
-
-DELETE_SHARE = "DELETE FROM llm_service_instances_shared_with WHERE instance_id = $1 AND user_handle = $2"
-
-
-async def delete_share(conn: asyncpg.Connection, instance_id: int, user_handle: str) -> bool:
-    """Withdraw ``user_handle``'s share; False when there was none."""
-    return str(await conn.execute(DELETE_SHARE, instance_id, user_handle)) == "DELETE 1"
-
-
-LIST_SHARES = """
-SELECT user_handle, role FROM llm_service_instances_shared_with
-WHERE instance_id = $1 AND ($2::text IS NULL OR user_handle > $2)
-ORDER BY user_handle
-LIMIT $3
-"""
-
-
-async def list_shares(conn: asyncpg.Connection, instance_id: int, after: str | None, limit: int) -> list[ShareRow]:
-    """Shares of the instance ordered by user handle, after ``after``."""
-    return [ShareRow(r["user_handle"], r["role"]) for r in await conn.fetch(LIST_SHARES, instance_id, after, limit)]
 
 
 # --- stored keys (re-encryption and sanity checks) -------------------------------------------------------------

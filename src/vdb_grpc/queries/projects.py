@@ -79,14 +79,6 @@ class InstanceRef:
     user_role: str | None
 
 
-@dataclass(frozen=True)
-class ShareRow:
-    """A user a project is shared with."""
-
-    user_handle: str
-    role: str
-
-
 def _project(r: asyncpg.Record) -> ProjectRow:
     return ProjectRow(
         project_id=r["project_id"],
@@ -352,50 +344,6 @@ async def iter_embedding_metadata(
         if not rows:
             return
         yield [(r["text_id"], _json(r["metadata"])) for r in rows]
-
-
-LIST_SHARES = """
-SELECT user_handle, role FROM projects_shared_with
-WHERE project_id = $1 AND ($2::text IS NULL OR user_handle > $2)
-ORDER BY user_handle
-LIMIT $3
-"""
-
-
-async def list_shares(conn: asyncpg.Connection, project_id: int, after: str | None, limit: int) -> list[ShareRow]:
-    """The project's shares ordered by user handle, after ``after``."""
-    return [ShareRow(r["user_handle"], r["role"]) for r in await conn.fetch(LIST_SHARES, project_id, after, limit)]
-
-
-UPSERT_SHARE = """
-INSERT INTO projects_shared_with (user_handle, project_id, role)
-VALUES ($1, $2, $3)
-ON CONFLICT (user_handle, project_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()
-RETURNING user_handle, role
-"""
-
-
-async def upsert_share(conn: asyncpg.Connection, project_id: int, user_handle: str, role: str) -> ShareRow:
-    """Share the project with ``user_handle`` as ``role``, or change the role of an existing share.
-
-    Raises:
-        NotFound: the user does not exist.
-    """
-    try:
-        r = await conn.fetchrow(UPSERT_SHARE, user_handle, project_id, role)
-    except asyncpg.ForeignKeyViolationError as exc:
-        if exc.constraint_name == "projects_shared_with_user_handle_fkey":
-            raise NotFound.resource_missing("user", user_handle) from None
-        raise
-    return ShareRow(r["user_handle"], r["role"])
-
-
-DELETE_SHARE = "DELETE FROM projects_shared_with WHERE project_id = $1 AND user_handle = $2"
-
-
-async def delete_share(conn: asyncpg.Connection, project_id: int, user_handle: str) -> bool:
-    """Remove ``user_handle``'s share; False when there was none."""
-    return str(await conn.execute(DELETE_SHARE, project_id, user_handle)) == "DELETE 1"
 
 
 SET_PROJECT_OWNER = "UPDATE projects SET owner = $2, updated_at = now() WHERE project_id = $1"
