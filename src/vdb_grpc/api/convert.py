@@ -6,6 +6,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from vdb_grpc.auth import Principal, current_principal
+from vdb_grpc.queries.shares import ShareRow
+from vdb_grpc.v1 import common_pb2
 
 
 def principal() -> Principal:
@@ -22,3 +24,8 @@ def update_fields(resource: Message, mask: FieldMask, identity_fields: frozenset
     if mask.paths:
         return {p.split(".", 1)[1] if "." in p else p for p in mask.paths}
     return {f.name for f, _ in resource.ListFields()} - identity_fields
+
+
+def share_message(s: ShareRow) -> common_pb2.Share:
+    """A stored share (of a project, instance or definition) as the API message."""
+    return common_pb2.Share(user_handle=s.user_handle, role=s.role)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from vdb_grpc.api.convert import principal, update_fields
+from vdb_grpc.api.convert import principal, share_message, update_fields
 from vdb_grpc.domain.definitions import Definitions
 from vdb_grpc.queries.definitions import DefinitionRow, DefinitionValues
-from vdb_grpc.queries.shares import ShareRow
-from vdb_grpc.v1 import common_pb2, llm_definition_pb2_grpc
 from vdb_grpc.v1 import llm_definition_pb2 as pb
+from vdb_grpc.v1 import llm_definition_pb2_grpc
 
 IDENTITY_FIELDS = frozenset({"owner", "definition_handle"})
 
@@ -27,11 +26,6 @@ def definition_message(d: DefinitionRow) -> pb.LlmDefinition:
         context_limit=d.context_limit,
         is_public=d.is_public,
     )
-
-
-def share_message(s: ShareRow) -> common_pb2.Share:
-    """A stored share as the API message."""
-    return common_pb2.Share(user_handle=s.user_handle, role=s.role)
 
 
 def _values(m: pb.LlmDefinition) -> DefinitionValues:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from vdb_grpc.api.convert import principal, update_fields
-from vdb_grpc.api.definitions import share_message
+from vdb_grpc.api.convert import principal, share_message, update_fields
 from vdb_grpc.domain.instances import Instances
 from vdb_grpc.queries.instances import InstanceRow, InstanceValues
 from vdb_grpc.v1 import llm_instance_pb2 as pb

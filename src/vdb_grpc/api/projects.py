@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import grpc
 
-from vdb_grpc.api.convert import principal, update_fields
+from vdb_grpc.api.convert import principal, share_message, update_fields
 from vdb_grpc.domain.projects import ProjectInput, Projects, ProjectView
-from vdb_grpc.queries.shares import ShareRow
-from vdb_grpc.v1 import common_pb2, project_pb2_grpc
 from vdb_grpc.v1 import project_pb2 as pb
+from vdb_grpc.v1 import project_pb2_grpc
 
 #: Fields a no-mask Update never takes from the request: the identity and the output-only fields (so a
 #: GetProject answer can be sent back as an UpdateProject request).
 NOT_FROM_REQUEST = frozenset({"owner", "project_handle", "role", "number_of_embeddings", "shares", "instance_missing"})
-
-
-def _share(s: ShareRow) -> common_pb2.Share:
-    return common_pb2.Share(user_handle=s.user_handle, role=s.role)
 
 
 def project_message(v: ProjectView) -> pb.Project:
@@ -29,7 +24,7 @@ def project_message(v: ProjectView) -> pb.Project:
         instance=v.instance,
         public_read=v.public_read,
         role=v.role,
-        shares=[_share(s) for s in v.shares],
+        shares=[share_message(s) for s in v.shares],
         instance_missing=v.instance_missing,
     )
     if v.number_of_embeddings is not None:
@@ -97,7 +92,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         share = await self._projects.share(
             principal(), request.owner, request.project_handle, request.share.user_handle, request.share.role
         )
-        return pb.ShareProjectResponse(share=_share(share))
+        return pb.ShareProjectResponse(share=share_message(share))
 
     async def UnshareProject(
         self, request: pb.UnshareProjectRequest, context: grpc.aio.ServicerContext
@@ -112,7 +107,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
             principal(), request.owner, request.project_handle, request.page_size, request.page_token
         )
         return pb.ListProjectSharesResponse(
-            shares=[_share(s) for s in page.shares], next_page_token=page.next_page_token
+            shares=[share_message(s) for s in page.shares], next_page_token=page.next_page_token
         )
 
     async def TransferProject(
