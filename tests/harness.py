@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -83,7 +83,6 @@ class Harness:
     channel: grpc.aio.Channel
     pool: asyncpg.Pool
     port: int
-    stubs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def users(self) -> user_pb2_grpc.UserServiceStub:

@@ -273,7 +273,3 @@ class Search:
         else:
             stats = cached[1]
         return choose_plan(dim, stats, k, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor)
-
-    def forget_stats(self) -> None:
-        """Drop cached project sizes (tests and benchmarks that change data between searches)."""
-        self._stats.clear()
