@@ -199,6 +199,18 @@ async def load(dsn: str, big: np.ndarray[Any, Any], small: np.ndarray[Any, Any])
     return pids
 
 
+async def loaded_projects(dsn: str) -> dict[str, int] | None:
+    """The bench projects of an earlier run on the same ``--data-dir`` (None: load afresh)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT project_handle, project_id FROM projects WHERE owner = 'bench'")
+    finally:
+        await conn.close()
+    return {r["project_handle"]: r["project_id"] for r in rows} or None
+
+
 async def create_bench_user_key(port: int, admin_key: str) -> str:
     """Rotate the bench user's key through the API (the load step wrote a dummy hash)."""
     import grpc
@@ -289,7 +301,8 @@ def row(name: str, value: str, target: str, ok: bool) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="vdbb-"))
+    keep = args.data_dir is not None
+    tmp = args.data_dir if keep else Path(tempfile.mkdtemp(prefix="vdbb-"))
     started = time.perf_counter()
     print(f"vdb-grpc search benchmark: {args.rows:,} x {DIM} dims, 100 Gaussian clusters; {os.cpu_count()} CPUs")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
@@ -303,7 +316,9 @@ async def main(args: argparse.Namespace) -> int:
         big = clustered(args.rows, DIM, 100, seed=1)
         small = clustered(SMALL, DIM, 10, seed=2)
         t = time.perf_counter()
-        pids = await load(dsn, big, small)
+        pids = await loaded_projects(dsn)
+        if pids is None:
+            pids = await load(dsn, big, small)
         load_s = time.perf_counter() - t
         key = await create_bench_user_key(served.port, admin_key)
 
@@ -360,7 +375,8 @@ async def main(args: argparse.Namespace) -> int:
         return 0
     finally:
         served.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -371,5 +387,12 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the large project")
     parser.add_argument("--queries", type=int, default=200, help="queries per recall figure")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each gRPC load phase")
+    parser.add_argument(
+        "--data-dir", help="keep the server's data here and reuse it (skips loading when it holds the bench data)"
+    )
     parser.add_argument("--go-reps", type=int, default=3, help="repetitions of the Go query")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    arguments = parser.parse_args()
+    if arguments.data_dir is not None:
+        arguments.data_dir = Path(arguments.data_dir).resolve()
+        arguments.data_dir.mkdir(parents=True, exist_ok=True)
+    sys.exit(asyncio.run(main(arguments)))

@@ -93,8 +93,13 @@ async def db_uri(empty_database_factory, migrated_template: str) -> AsyncIterato
 
 
 @pytest.fixture
-def server_settings(db_uri: str):  # type: ignore[no-untyped-def]
-    """Settings of the server under test (override in a test module to change them)."""
+def server_settings(db_uri: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Settings of the server under test (override in a test module to change them).
+
+    Tests that change users, projects or instances by SQL behind the server's back (as another replica would)
+    are marked ``auth_cache_off``: with the cache on, this server would honour its cached answers for up to
+    ``auth_cache_seconds`` (tests/test_auth_cache.py covers that bound).
+    """
     from harness import ADMIN_KEY, ENCRYPTION_KEY
 
     from vdb_grpc.settings import Settings
@@ -107,6 +112,7 @@ def server_settings(db_uri: str):  # type: ignore[no-untyped-def]
         pool_min_size=1,
         pool_max_size=4,
         shutdown_grace_seconds=1.0,
+        auth_cache_seconds=0.0 if request.node.get_closest_marker("auth_cache_off") else 2.0,
     )
 
 

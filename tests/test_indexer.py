@@ -51,7 +51,7 @@ async def test_builds_an_index_for_any_dimension_and_flips_every_row(pool: async
             assert found is not None and found[2]
             d = found[1]
             assert "USING hnsw" in d and f"halfvec({dim})" in d and "halfvec_cosine_ops" in d
-            assert f"vector_dim = {dim}" in d and "indexed" in d and "m='16'" in d and "ef_construction='64'" in d
+            assert f"vector_dim = {dim}" in d and "indexed" in d and "m='16'" in d and "ef_construction='128'" in d
 
 
 async def test_small_backlog_is_flipped_into_the_existing_index(pool: asyncpg.Pool) -> None:

@@ -40,7 +40,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 #: top-k), the candidate list size and the iterative scan budget.
 HNSW_SESSION_DEFAULTS = {
     "hnsw.iterative_scan": "relaxed_order",
-    "hnsw.ef_search": "64",
+    "hnsw.ef_search": "40",
     "hnsw.max_scan_tuples": "40000",
 }
 
@@ -71,6 +71,29 @@ def decode_halfvec(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
     return np.frombuffer(data, dtype=">f2", count=dim, offset=4).astype(np.float32)
 
 
+#: Server pids of connections that changed session state (``SET``, a session advisory lock) since they were
+#: last reset. Only those pay for asyncpg's full reset (``RESET ALL``, unlock all, ...) when they return to the
+#: pool; every other release costs no round trip. A pid reused by a new backend only causes a spare reset.
+_SESSION_STATE: set[int] = set()
+
+
+def mark_session_state(conn: asyncpg.Connection) -> None:
+    """Record that ``conn`` changed session state: the pool resets it fully when it is released.
+
+    Every session-level ``SET``, advisory lock, ``LISTEN`` or cursor outside a transaction must call this.
+    """
+    _SESSION_STATE.add(conn.get_server_pid())
+
+
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: asyncpg has already rolled back any open transaction; run the full reset
+    query only for connections marked by ``mark_session_state``."""
+    pid = conn.get_server_pid()
+    if pid in _SESSION_STATE:
+        _SESSION_STATE.discard(pid)
+        await conn.execute(conn.get_reset_query())
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Per-connection setup: binary codecs for halfvec and jsonb."""
     await conn.set_type_codec(
@@ -93,6 +116,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             init=init_connection,
+            reset=reset_connection,
             server_settings=server_settings,
             command_timeout=None,
         )

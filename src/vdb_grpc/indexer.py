@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from vdb_grpc.db import mark_session_state
 from vdb_grpc.queries import indexer as q
 from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 #: Chunked flips (each an UPDATE) between two VACUUMs of the table; see ``Indexer._vacuum``.
 VACUUM_AFTER_FLIPS = 5000
+
 
 class Indexer:
     """Background task that flips uploaded rows into the per-dimension HNSW indexes."""
@@ -199,6 +201,7 @@ class Indexer:
     @contextlib.asynccontextmanager
     async def _build_session(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
         # A build can outlast the pool's statement timeout and wants more memory than the default.
+        mark_session_state(conn)
         await conn.execute(f"SET statement_timeout = 0; SET maintenance_work_mem = '{self._maintenance_work_mem}'")
         try:
             yield

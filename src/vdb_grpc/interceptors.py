@@ -23,6 +23,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
 from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, current_principal
+from vdb_grpc.cache import Generation, mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,17 @@ def translate_exception(exc: BaseException) -> errors.VdbError | None:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Authentication, error mapping and access logging for every RPC."""
 
-    def __init__(self, *, admin_key: str | None, resolve_user_key: KeyResolver) -> None:
+    def __init__(
+        self, *, admin_key: str | None, resolve_user_key: KeyResolver, generation: Generation | None = None
+    ) -> None:
+        """Args:
+        admin_key: the admin's bearer key (None: no admin).
+        resolve_user_key: user key → principal (None for an unknown key).
+        generation: bumped when an RPC that may change keys or permissions ends (``vdb_grpc.cache``).
+        """
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
+        self._generation = generation
 
     async def intercept_service(
         self,
@@ -133,27 +142,28 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(UNAUTHENTICATED_PREFIXES):
             return handler
+        bump = self._generation.bump if self._generation is not None and mutates_access(method) else None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
+                self._wrap_unary(method, handler.unary_unary, bump),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary),
+                self._wrap_unary(method, handler.stream_unary, bump),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
+                self._wrap_stream(method, handler.unary_stream, bump),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.stream_stream),
+                self._wrap_stream(method, handler.stream_stream, bump),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -172,7 +182,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             raise errors.Unauthenticated("invalid API key")
         return principal
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _wrap_unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]], bump: Callable[[], None] | None
+    ) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = uuid.uuid4().hex[:16]
             started = time.perf_counter()
@@ -191,11 +203,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
+                if bump is not None:  # after the change committed (or failed): cached answers may be stale
+                    bump()
                 self._log(method, code, principal, request_id, started)
 
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]], bump: Callable[[], None] | None
+    ) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id = uuid.uuid4().hex[:16]
             started = time.perf_counter()
@@ -215,6 +231,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
+                if bump is not None:  # after the change committed (or failed): cached answers may be stale
+                    bump()
                 self._log(method, code, principal, request_id, started)
 
         return wrapper

@@ -20,6 +20,7 @@ from vdb_grpc.api.embeddings import EmbeddingServicer
 from vdb_grpc.api.instances import LlmInstanceServicer
 from vdb_grpc.api.projects import ProjectServicer
 from vdb_grpc.api.users import UserServicer
+from vdb_grpc.cache import CoherentCache, Generation
 from vdb_grpc.crypto import ApiKeyCipher
 from vdb_grpc.db import check_database, create_pool
 from vdb_grpc.domain.admin import Admin
@@ -99,10 +100,12 @@ def _reflection_pool() -> Any:
 
 def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``."""
-    users = Users(pool)
+    # Authorization facts reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps `generation`.
+    generation = Generation()
+    users = Users(pool, key_cache=CoherentCache(generation, settings.auth_cache_seconds))
     standards = ApiStandards(pool)
     projects = Projects(pool)
-    search = Search(pool)
+    search = Search(pool, access_cache=CoherentCache(generation, settings.auth_cache_seconds))
     # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
     # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
     # after a wake() and hang Indexer.stop().
@@ -117,7 +120,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     admin = Admin(pool, cipher)
 
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(admin_key=settings.admin_key, resolve_user_key=users.authenticate)],
+        interceptors=[
+            ServiceInterceptor(admin_key=settings.admin_key, resolve_user_key=users.authenticate, generation=generation)
+        ],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -61,6 +61,9 @@ class Settings:
     """``VDB_STATEMENT_TIMEOUT_MS``: per-statement limit in PostgreSQL (0 = none)."""
     shutdown_grace_seconds: float = 10.0
     """``VDB_SHUTDOWN_GRACE_SECONDS``: how long in-flight RPCs may finish after SIGTERM/SIGINT."""
+    auth_cache_seconds: float = 2.0
+    """``VDB_AUTH_CACHE_SECONDS``: how long a resolved API key and a search permission check are reused
+    (0 = never). Changes made through this process apply at once; other replicas' after at most this long."""
     tls_cert_file: Path | None = None
     """``VDB_TLS_CERT_FILE``: PEM certificate chain; with VDB_TLS_KEY_FILE enables TLS."""
     tls_key_file: Path | None = None
@@ -155,6 +158,16 @@ class Settings:
             except ValueError:
                 problems.append(f"VDB_SHUTDOWN_GRACE_SECONDS must be a non-negative number, got {grace_raw!r}")
 
+        cache_raw = get("VDB_AUTH_CACHE_SECONDS")
+        auth_cache = cls.auth_cache_seconds
+        if cache_raw is not None:
+            try:
+                auth_cache = float(cache_raw)
+                if not 0 <= auth_cache <= 60:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"VDB_AUTH_CACHE_SECONDS must be a number of seconds from 0 to 60, got {cache_raw!r}")
+
         tls_cert, tls_key = get("VDB_TLS_CERT_FILE"), get("VDB_TLS_KEY_FILE")
         if (tls_cert is None) != (tls_key is None):
             problems.append("VDB_TLS_CERT_FILE and VDB_TLS_KEY_FILE must be set together")
@@ -178,6 +191,7 @@ class Settings:
             pool_max_size=pool_max,
             statement_timeout_ms=statement_timeout,
             shutdown_grace_seconds=grace,
+            auth_cache_seconds=auth_cache,
             tls_cert_file=Path(tls_cert) if tls_cert else None,
             tls_key_file=Path(tls_key) if tls_key else None,
         )

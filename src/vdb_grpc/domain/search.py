@@ -27,8 +27,9 @@ import asyncpg
 import numpy as np
 
 from vdb_grpc.auth import Principal
+from vdb_grpc.cache import CoherentCache
 from vdb_grpc.db import HNSW_SESSION_DEFAULTS
-from vdb_grpc.domain.projects import resolve_project_access
+from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS, MetadataFilter, Plan, PlanStats
@@ -180,9 +181,10 @@ class Search:
         *,
         exact_max_rows: int = 4000,
         min_share_divisor: int = 50,
-        ef_search: int = 64,
+        ef_search: int = 40,
         max_scan_tuples: int = 40_000,
         stats_ttl: float = 10.0,
+        access_cache: CoherentCache[tuple[Principal, str, str], ProjectAccess] | None = None,
     ) -> None:
         """Args:
         pool: database pool.
@@ -191,6 +193,7 @@ class Search:
         ef_search: HNSW candidate list size (raised to offset + limit when larger).
         max_scan_tuples: iterative scan budget (rows visited) before the index scan gives up.
         stats_ttl: seconds a project's size estimate is reused (a stale size only shifts the plan choice).
+        access_cache: recent read-permission checks (``vdb_grpc.cache``); None: checked on every search.
         """
         self._pool = pool
         self.exact_max_rows = exact_max_rows
@@ -203,6 +206,7 @@ class Search:
         )
         self._stats_ttl = stats_ttl
         self._stats: dict[tuple[int, int], tuple[float, PlanStats]] = {}
+        self._access_cache = access_cache
 
     async def search(self, principal: Principal, query: SearchQuery) -> list[SearchResult]:
         """Run SearchSimilar for ``principal``.
@@ -212,8 +216,7 @@ class Search:
         """
         v = validate(query)
         async with self._pool.acquire() as conn:
-            # the one project permission check (read: admin, owner, editor, reader, anyone if public_read)
-            access = await resolve_project_access(conn, principal, query.owner, query.project_handle, "read")
+            access = await self._access(conn, principal, query.owner, query.project_handle)
             if query.text_id is not None:
                 stored = await q.stored_vector(conn, access.project_id, query.text_id)
                 if stored is None:
@@ -257,6 +260,21 @@ class Search:
         return [
             SearchResult(text_id=h.text_id, similarity=1.0 - h.distance, text=h.text, metadata=h.metadata) for h in hits
         ]
+
+    async def _access(
+        self, conn: asyncpg.Connection, principal: Principal, owner: str, project_handle: str
+    ) -> ProjectAccess:
+        """The one project permission check (read: admin, owner, editor, reader, anyone if public_read),
+        answered from the access cache while nothing has changed (refusals are never cached)."""
+        cache = self._access_cache
+        key = (principal, owner, project_handle)
+        if cache is not None and (hit := cache.get(key)) is not None:
+            return hit
+        token = cache.begin() if cache is not None else 0
+        access = await resolve_project_access(conn, principal, owner, project_handle, "read")
+        if cache is not None:
+            cache.put(key, access, token)
+        return access
 
     async def plan_for(self, conn: asyncpg.Connection, project_id: int, dim: int, k: int) -> Plan:
         """The plan for one search (project size cached for ``stats_ttl`` seconds)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from vdb_grpc.auth import SYSTEM_USER, Principal, PrincipalKind, hash_api_key, new_api_key
+from vdb_grpc.cache import CoherentCache
 from vdb_grpc.domain.access import require_admin, require_self_or_admin
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
@@ -70,14 +71,29 @@ def _not_builtin(handle: str) -> None:
 class Users:
     """Use cases of UserService."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, key_cache: CoherentCache[str, Principal] | None = None) -> None:
+        """Args:
+        pool: database pool.
+        key_cache: recently resolved keys (by hash); None: every request asks the database.
+        """
         self._pool = pool
+        self._key_cache = key_cache
 
     async def authenticate(self, key: str) -> Principal | None:
         """The user whose key this is, or None. Keys are looked up by hash; ``_system`` never matches."""
+        key_hash = hash_api_key(key)
+        cache = self._key_cache
+        if cache is not None and (hit := cache.get(key_hash)) is not None:
+            return hit
+        token = cache.begin() if cache is not None else 0
         async with self._pool.acquire() as conn:
-            handle = await q.user_handle_by_key_hash(conn, hash_api_key(key))
-        return Principal(PrincipalKind.USER, handle) if handle else None
+            handle = await q.user_handle_by_key_hash(conn, key_hash)
+        if not handle:
+            return None
+        principal = Principal(PrincipalKind.USER, handle)
+        if cache is not None:
+            cache.put(key_hash, principal, token)
+        return principal
 
     async def create(self, principal: Principal, user: NewUser) -> tuple[UserRow, str]:
         """Create a user; return it and its API key (the only time the key exists outside the caller)."""

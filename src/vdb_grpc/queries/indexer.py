@@ -9,15 +9,18 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from vdb_grpc.db import mark_session_state
 from vdb_grpc.queries.search import hnsw_index_name
 
 #: Key of the indexer's advisory lock: one worker per database at a time. Per dimension would not do: two
 #: CREATE INDEX CONCURRENTLY on the same table wait for each other's transaction and deadlock.
 ADVISORY_LOCK_KEY = (0x76646278, 0)  # "vdbx"
 
-#: HNSW build parameters (pgvector's defaults; m = 16 / ef_construction = 64 measured at recall@10 >= 0.95).
+#: HNSW build parameters. ef_construction 128 rather than pgvector's 64: on the clustered 100k x 384 benchmark
+#: it builds in ~1.7x the time and lifts recall@10 at ef_search 40 from 0.958 to 0.987 (0.966 -> 0.993 at 64),
+#: so searches can run with the smaller, cheaper candidate list.
 HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_CONSTRUCTION = 128
 
 
 def create_index_sql(dim: int) -> str:
@@ -108,6 +111,7 @@ async def flip_chunk(conn: asyncpg.Connection, dim: int, size: int) -> int:
 
 async def try_lock_indexer(conn: asyncpg.Connection) -> bool:
     """Session advisory lock for indexer work; False when another worker (replica) holds it."""
+    mark_session_state(conn)  # released explicitly; the pool's full reset is the safety net
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *ADVISORY_LOCK_KEY))
 
 

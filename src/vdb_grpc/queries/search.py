@@ -27,6 +27,8 @@ from typing import Any, Literal
 import asyncpg
 import numpy as np
 
+from vdb_grpc.db import mark_session_state
+
 Plan = Literal["exact", "hnsw"]
 
 #: HNSW indexes on halfvec support at most this many dimensions; larger vectors are always searched exactly.
@@ -235,9 +237,10 @@ async def search(
 async def set_hnsw_scan(conn: asyncpg.Connection, ef_search: int, max_scan_tuples: int) -> None:
     """Session scan settings: iterative (relaxed order; the statement re-sorts), ef_search, scan budget.
 
-    One round trip (simple protocol, integers only). Session-level on purpose: the pool runs RESET ALL when
-    the connection is released, so nothing leaks to the next user and no transaction is needed.
+    One round trip (simple protocol, integers only). Session-level on purpose: the connection is marked so
+    that the pool runs RESET ALL when it is released; nothing leaks to the next user, no transaction needed.
     """
+    mark_session_state(conn)
     await conn.execute(
         "SET hnsw.iterative_scan = relaxed_order;"
         f" SET hnsw.ef_search = {int(ef_search)}; SET hnsw.max_scan_tuples = {int(max_scan_tuples)}"
