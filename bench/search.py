@@ -12,8 +12,11 @@ from 100 Gaussian clusters into one project (plus a 2,000-row project of the sam
     of the candidates, and on the small project;
 (b) SearchSimilar p50/p99 latency and QPS over gRPC with 1 and 8 concurrent client processes;
 (c) the same statements run directly in PostgreSQL over asyncpg (the floor);
-(d) the Go service's query shape: a self cross-join ordered by e1.vector <=> e2.vector (no cast: full scan).
-Every figure is printed with its target and PASS/FAIL.
+(d) the Go service's query shape: a self cross-join ordered by e1.vector <=> e2.vector (no cast: full scan);
+(e) this machine's ceilings: gRPC health checks from 8 client processes (no auth, no database) and the search
+    statement alone over 8 connections (no gRPC), plus the CPU each search costs the server, PostgreSQL and
+    the client processes during the 8-client run.
+Every figure is printed with its target and PASS/FAIL. ``--data-dir DIR`` keeps the loaded data for the next run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -252,26 +256,117 @@ async def recall_over_grpc(
     return hits / (K * n)
 
 
-async def direct_floor(dsn: str, pid: int, vectors: np.ndarray[Any, Any], seconds: float) -> list[float]:
-    """The service's statements for one by-vector search, straight over asyncpg (plan and stats known)."""
+async def _direct_connection(dsn: str) -> Any:
+    """A connection set up like the service's pool sessions (HNSW scan defaults in the startup packet)."""
     import asyncpg
 
-    from vdb_grpc.db import init_connection
+    from vdb_grpc.db import hnsw_session_settings, init_connection
+    from vdb_grpc.settings import Settings
+
+    conn = await asyncpg.connect(dsn, server_settings=hnsw_session_settings(Settings().hnsw_ef_search))
+    await init_connection(conn)
+    return conn
+
+
+async def direct_floor(dsn: str, pid: int, vectors: np.ndarray[Any, Any], seconds: float) -> list[float]:
+    """The service's search statement for one by-vector search, straight over asyncpg (plan known)."""
     from vdb_grpc.queries import search as q
 
-    conn = await asyncpg.connect(dsn)
-    await init_connection(conn)
+    conn = await _direct_connection(dsn)
     lat: list[float] = []
     end = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < end:
         t = time.perf_counter()
-        await q.set_hnsw_scan(conn, 40, 40_000)
         await q.search(conn, "hnsw", DIM, vectors[i % len(vectors)], pid, None, threshold=0.5, offset=0, limit=K)
         lat.append((time.perf_counter() - t) * 1000)
         i += 1
     await conn.close()
     return lat[20:]
+
+
+async def direct_qps(dsn: str, pid: int, vectors: np.ndarray[Any, Any], seconds: float, connections: int) -> float:
+    """QPS of the search statement alone over ``connections`` concurrent connections (no gRPC, no auth)."""
+    from vdb_grpc.queries import search as q
+
+    async def worker(offset: int) -> int:
+        conn = await _direct_connection(dsn)
+        n = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            v = vectors[(offset + n) % len(vectors)]
+            await q.search(conn, "hnsw", DIM, v, pid, None, threshold=0.5, offset=0, limit=K)
+            n += 1
+        await conn.close()
+        return n
+
+    counts = await asyncio.gather(*(worker(i * 50) for i in range(connections)))
+    return sum(counts) / seconds
+
+
+def health_main(port: int, seconds: float, out: str) -> None:
+    """Separate process: gRPC health checks back to back (no auth, no database): the transport's floor."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    for _ in range(20):
+        stub.Check(health_pb2.HealthCheckRequest())
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        stub.Check(health_pb2.HealthCheckRequest())
+        n += 1
+    Path(out).write_text(json.dumps(n))
+
+
+def health_qps(n: int, port: int, seconds: float, tmp: Path) -> float:
+    outs = [tmp / f"health-{i}.json" for i in range(n)]
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "--health", str(port), str(seconds), str(o)], cwd=ROOT)
+        for o in outs
+    ]
+    for p in procs:
+        p.wait(timeout=seconds + 120)
+    return float(sum(json.loads(o.read_text()) for o in outs)) / seconds
+
+
+class CpuMeter:
+    """CPU seconds used by the server, PostgreSQL and the bench's client processes (Linux /proc)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.start = self._sample()
+        self.start["clients"] = self._children()
+
+    @staticmethod
+    def _children() -> float:
+        """CPU of this process's finished children: the client processes, once waited for."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return float(usage.ru_utime + usage.ru_stime)
+
+    def _sample(self) -> dict[str, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {"server": 0.0, "postgres": 0.0}
+        for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else []:
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            used = (int(fields[11]) + int(fields[12])) / tick
+            if int(entry.name) == self.server_pid:
+                out["server"] += used
+            elif "postgres" in cmd:
+                out["postgres"] += used
+        return out
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        end = self._sample()
+        end["clients"] = self._children()
+        return {k: (end[k] - self.start.get(k, 0.0)) * 1000 / max(requests, 1) for k in end}
 
 
 async def go_query(dsn: str, reps: int) -> list[float]:
@@ -361,10 +456,20 @@ async def main(args: argparse.Namespace) -> int:
         row("1 client p50", f"{p50_1:.2f} ms", f"<= 3x floor ({3 * floor_p50:.2f})", p50_1 <= 3 * floor_p50)
         row("1 client p99", f"{percentile(lat1, 99):.2f} ms", "", True)
         row("1 client QPS", f"{qps1:,.0f}", "", True)
+        meter = CpuMeter(served.proc.pid)
         lat8, qps8 = run_clients(8, served.port, key, str(qfile), args.seconds, tmp)
+        cpu = meter.per_request_ms(len(lat8))
         row("8 clients p50", f"{percentile(lat8, 50):.2f} ms", "", True)
         row("8 clients p99", f"{percentile(lat8, 99):.2f} ms", "", True)
         row("8 clients QPS", f"{qps8:,.0f}", ">= 1,000", qps8 >= 1000)
+        spent = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        print(f"  CPU ms per search with 8 clients: {spent} (sum {sum(cpu.values()):.2f}; 2 cores = 2,000 ms/s)")
+
+        print("(e) ceilings of this machine (what no service on it can beat)")
+        hq = health_qps(8, served.port, min(args.seconds, 5), tmp)
+        row("gRPC health check, 8 client processes", f"{hq:,.0f} QPS", "(no auth, no database)", True)
+        dq = await direct_qps(dsn, pids["big"], qvec, min(args.seconds, 5), 8)
+        row("search statement alone, 8 connections", f"{dq:,.0f} QPS", "(no gRPC, one client)", True)
 
         print("(d) the Go service's query shape (cross-join, no cast: full scan)")
         go = await go_query(dsn, args.go_reps)
@@ -380,6 +485,9 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--health":
+        health_main(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client_main(int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6])
         sys.exit(0)

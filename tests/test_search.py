@@ -276,3 +276,19 @@ async def test_project_without_instance(world) -> None:  # type: ignore[no-untyp
     # by a stored document the instance is not needed
     req = Req(owner="alice", project_handle="bare", text_id="a")
     assert ids(await stub.SearchSimilar(req, metadata=ADMIN)) == ["b"]
+
+
+def test_zero_vector_check_matches_float16_rounding() -> None:
+    from vdb_grpc.domain.search import check_query_vector
+    from vdb_grpc.errors import InvalidArgument
+
+    tiny = 2.0**-25  # rounds to 0 in float16 (ties to even)
+    with pytest.raises(InvalidArgument, match="zero vector"):
+        check_query_vector([tiny, -tiny, 0.0], 3)
+    above = float(np.nextafter(tiny, 1.0))  # rounds to the smallest subnormal, 2**-24
+    assert np.float16(above) != 0
+    assert check_query_vector([above, 0.0, 0.0], 3).shape == (3,)
+    with pytest.raises(InvalidArgument, match="finite"):
+        check_query_vector([1.0, float("nan"), 0.0], 3)
+    with pytest.raises(InvalidArgument, match="float16 range"):
+        check_query_vector([1.0, -70000.0, 0.0], 3)

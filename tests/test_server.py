@@ -186,3 +186,14 @@ async def test_pool_sessions_carry_hnsw_scan_defaults_and_are_reset_on_release(v
         async with vdb.pool.acquire() as conn:
             assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
             assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+async def test_hnsw_ef_search_setting_reaches_every_session(db_uri, server_settings):
+    from vdb_grpc.db import create_pool
+
+    pool = await create_pool(db_uri, server_settings.replace(hnsw_ef_search=72))
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW hnsw.ef_search") == "72"
+    finally:
+        await pool.close()

@@ -39,6 +39,8 @@ def test_every_problem_reported_at_once():
         "VDB_SHUTDOWN_GRACE_SECONDS": "-1",
         "VDB_TLS_CERT_FILE": "/nonexistent.pem",
         "VDB_MAX_BATCH_ITEMS": "0",
+        "VDB_AUTH_CACHE_SECONDS": "forever",
+        "VDB_HNSW_EF_SEARCH": "0",
     }
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
@@ -55,9 +57,11 @@ def test_every_problem_reported_at_once():
         "VDB_SHUTDOWN_GRACE_SECONDS",
         "VDB_TLS_CERT_FILE and VDB_TLS_KEY_FILE must be set together",
         "VDB_MAX_BATCH_ITEMS must be between",
+        "VDB_AUTH_CACHE_SECONDS must be a number of seconds from 0 to 60",
+        "VDB_HNSW_EF_SEARCH must be between",
     ):
         assert fragment in text, fragment
-    assert len(info.value.problems) >= 11
+    assert len(info.value.problems) >= 13
 
 
 def test_secrets_not_in_repr_or_errors():
@@ -90,6 +94,14 @@ def test_numbers_and_bounds():
         Settings.from_env({"VDB_MAX_MESSAGE_BYTES": "10"})
     with pytest.raises(SettingsError, match="VDB_LISTEN"):
         Settings.from_env({"VDB_LISTEN": "127.0.0.1:99999"})
+    s = Settings.from_env({"VDB_AUTH_CACHE_SECONDS": "0", "VDB_HNSW_EF_SEARCH": "100"})
+    assert s.auth_cache_seconds == 0 and s.hnsw_ef_search == 100
+    assert Settings().auth_cache_seconds == 2.0 and Settings().hnsw_ef_search == 40
+    for bad in ("-1", "61", "nan"):
+        with pytest.raises(SettingsError, match="VDB_AUTH_CACHE_SECONDS"):
+            Settings.from_env({"VDB_AUTH_CACHE_SECONDS": bad})
+    with pytest.raises(SettingsError, match="VDB_HNSW_EF_SEARCH"):
+        Settings.from_env({"VDB_HNSW_EF_SEARCH": "1001"})
 
 
 def test_tls_files(tmp_path):
@@ -116,6 +128,8 @@ def test_template_env_lists_every_setting():
         "VDB_POOL_MAX_SIZE",
         "VDB_STATEMENT_TIMEOUT_MS",
         "VDB_SHUTDOWN_GRACE_SECONDS",
+        "VDB_AUTH_CACHE_SECONDS",
+        "VDB_HNSW_EF_SEARCH",
         "VDB_TLS_CERT_FILE",
         "VDB_TLS_KEY_FILE",
     }

@@ -35,14 +35,19 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-#: Session defaults of pgvector's HNSW scan for every pooled connection, so a typical search (offset + limit
-#: ≤ ef_search) needs no SET round trip: iterative scans (relaxed order; the statement re-sorts the merged
-#: top-k), the candidate list size and the iterative scan budget.
-HNSW_SESSION_DEFAULTS = {
-    "hnsw.iterative_scan": "relaxed_order",
-    "hnsw.ef_search": "40",
-    "hnsw.max_scan_tuples": "40000",
-}
+#: Iterative scan budget (rows visited) before an HNSW index scan gives up; a search raises it for large k.
+HNSW_MAX_SCAN_TUPLES = 40_000
+
+
+def hnsw_session_settings(ef_search: int) -> dict[str, str]:
+    """Session defaults of pgvector's HNSW scan for every pooled connection, so a typical search (offset +
+    limit <= ef_search) needs no SET round trip: iterative scans (relaxed order; the statement re-sorts the
+    merged top-k), the candidate list size and the iterative scan budget."""
+    return {
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(int(ef_search)),
+        "hnsw.max_scan_tuples": str(HNSW_MAX_SCAN_TUPLES),
+    }
 
 
 def encode_halfvec(value: Any) -> bytes:
@@ -107,7 +112,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     Raises:
         Unavailable: the database cannot be reached.
     """
-    server_settings = {"application_name": "vdb-grpc", **HNSW_SESSION_DEFAULTS}
+    server_settings = {"application_name": "vdb-grpc", **hnsw_session_settings(settings.hnsw_ef_search)}
     if settings.statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
     try:

@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
-from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, current_principal
+from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
 from vdb_grpc.cache import Generation, mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
 
@@ -132,16 +132,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
         self._generation = generation
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:  # the services are fixed once the server starts: wrap each method once
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or method.startswith(UNAUTHENTICATED_PREFIXES):
             return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         bump = self._generation.bump if self._generation is not None and mutates_access(method) else None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -170,8 +179,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
-        from vdb_grpc.auth import admin_key_matches, bearer_token
-
         token = bearer_token(context.invocation_metadata())
         if token is None:
             return ANONYMOUS

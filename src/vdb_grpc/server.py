@@ -105,7 +105,11 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
     users = Users(pool, key_cache=CoherentCache(generation, settings.auth_cache_seconds))
     standards = ApiStandards(pool)
     projects = Projects(pool)
-    search = Search(pool, access_cache=CoherentCache(generation, settings.auth_cache_seconds))
+    search = Search(
+        pool,
+        ef_search=settings.hnsw_ef_search,
+        access_cache=CoherentCache(generation, settings.auth_cache_seconds),
+    )
     # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
     # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
     # after a wake() and hang Indexer.stop().

@@ -64,6 +64,9 @@ class Settings:
     auth_cache_seconds: float = 2.0
     """``VDB_AUTH_CACHE_SECONDS``: how long a resolved API key and a search permission check are reused
     (0 = never). Changes made through this process apply at once; other replicas' after at most this long."""
+    hnsw_ef_search: int = 40
+    """``VDB_HNSW_EF_SEARCH``: HNSW candidate list per search (raised to offset + limit when larger); higher
+    means better recall and slower searches."""
     tls_cert_file: Path | None = None
     """``VDB_TLS_CERT_FILE``: PEM certificate chain; with VDB_TLS_KEY_FILE enables TLS."""
     tls_key_file: Path | None = None
@@ -168,6 +171,8 @@ class Settings:
             except ValueError:
                 problems.append(f"VDB_AUTH_CACHE_SECONDS must be a number of seconds from 0 to 60, got {cache_raw!r}")
 
+        ef_search = integer("VDB_HNSW_EF_SEARCH", cls.hnsw_ef_search, 1, 1000)
+
         tls_cert, tls_key = get("VDB_TLS_CERT_FILE"), get("VDB_TLS_KEY_FILE")
         if (tls_cert is None) != (tls_key is None):
             problems.append("VDB_TLS_CERT_FILE and VDB_TLS_KEY_FILE must be set together")
@@ -192,6 +197,7 @@ class Settings:
             statement_timeout_ms=statement_timeout,
             shutdown_grace_seconds=grace,
             auth_cache_seconds=auth_cache,
+            hnsw_ef_search=ef_search,
             tls_cert_file=Path(tls_cert) if tls_cert else None,
             tls_key_file=Path(tls_key) if tls_key else None,
         )

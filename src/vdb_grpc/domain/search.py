@@ -28,7 +28,7 @@ import numpy as np
 
 from vdb_grpc.auth import Principal
 from vdb_grpc.cache import CoherentCache
-from vdb_grpc.db import HNSW_SESSION_DEFAULTS
+from vdb_grpc.db import HNSW_MAX_SCAN_TUPLES
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdb_grpc.queries import search as q
@@ -42,6 +42,8 @@ DEFAULT_THRESHOLD = 0.5
 MAX_CONDITIONS = 16
 TEXT_ID_MAX = 1000
 FLOAT16_MAX = 65504.0
+#: Magnitudes up to 2**-25 (half the smallest float16 subnormal) round to zero when stored as halfvec.
+FLOAT16_ROUNDS_TO_ZERO = 2.0**-25
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,13 @@ def check_query_vector(values: Sequence[float], dimensions: int, field: str = "v
         raise InvalidArgument.field(
             field, f"has {arr.size} values but the project's instance has {dimensions} dimensions"
         )
-    if not np.all(np.isfinite(arr)):
+    # One reduction answers all three value checks (NaN and infinity make the maximum non-finite).
+    largest = float(np.max(np.abs(arr)))
+    if not math.isfinite(largest):
         raise InvalidArgument.field(field, "values must be finite (no NaN or infinity)")
-    if np.any(np.abs(arr) > FLOAT16_MAX):
+    if largest > FLOAT16_MAX:
         raise InvalidArgument.field(field, f"values must be within the float16 range (|x| <= {FLOAT16_MAX:g})")
-    if not np.any(arr.astype(np.float16)):
+    if largest <= FLOAT16_ROUNDS_TO_ZERO:
         raise InvalidArgument.field(field, "must not be the zero vector (cosine similarity is undefined)")
     return arr.astype(np.float32)
 
@@ -182,7 +186,7 @@ class Search:
         exact_max_rows: int = 4000,
         min_share_divisor: int = 50,
         ef_search: int = 40,
-        max_scan_tuples: int = 40_000,
+        max_scan_tuples: int = HNSW_MAX_SCAN_TUPLES,
         stats_ttl: float = 10.0,
         access_cache: CoherentCache[tuple[Principal, str, str], ProjectAccess] | None = None,
     ) -> None:
@@ -190,7 +194,9 @@ class Search:
         pool: database pool.
         exact_max_rows: projects up to this many rows are searched exactly (measured crossover ~3,000).
         min_share_divisor: a project holding less than 1/this of its dimension's index is searched exactly.
-        ef_search: HNSW candidate list size (raised to offset + limit when larger).
+        ef_search: HNSW candidate list size (raised to offset + limit when larger); the pool's sessions must
+            start with the same value and ``max_scan_tuples`` (``db.hnsw_session_settings``), else each
+            search sets them.
         max_scan_tuples: iterative scan budget (rows visited) before the index scan gives up.
         stats_ttl: seconds a project's size estimate is reused (a stale size only shifts the plan choice).
         access_cache: recent read-permission checks (``vdb_grpc.cache``); None: checked on every search.
@@ -200,10 +206,7 @@ class Search:
         self.min_share_divisor = min_share_divisor
         self.ef_search = ef_search
         self.max_scan_tuples = max_scan_tuples
-        self._session_scan = (
-            int(HNSW_SESSION_DEFAULTS["hnsw.ef_search"]),
-            int(HNSW_SESSION_DEFAULTS["hnsw.max_scan_tuples"]),
-        )
+        self._session_scan = (ef_search, max_scan_tuples)
         self._stats_ttl = stats_ttl
         self._stats: dict[tuple[int, int], tuple[float, PlanStats]] = {}
         self._access_cache = access_cache
