@@ -64,29 +64,34 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 def client_main(port: int, key: str, vectors_file: str, seconds: float, out: str) -> None:
-    """Separate process: call SearchSimilar by vector back to back for ``seconds``; write latencies (ms)."""
+    """Separate process: call SearchSimilar by vector back to back for ``seconds``; write latencies (ms).
+
+    A lean load generator, as a benchmarking tool would be: requests are serialized once up front and
+    responses are taken as bytes (one response per vector is decoded during warm-up to check it), so the
+    client's share of the machine's 2 cores stays small. Real clients run elsewhere.
+    """
     import grpc
 
-    from vdb_grpc.v1 import embedding_pb2, embedding_pb2_grpc
+    from vdb_grpc.v1 import embedding_pb2
 
     vectors = np.load(vectors_file)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+    call = channel.unary_unary("/vdb_grpc.v1.EmbeddingService/SearchSimilar")  # bytes in, bytes out
     md = (("authorization", f"Bearer {key}"),)
     reqs = [
         embedding_pb2.SearchSimilarRequest(
             owner="bench", project_handle="big", vector=embedding_pb2.QueryVector(values=v.tolist()), limit=K
-        )
+        ).SerializeToString()
         for v in vectors
     ]
-    for r in reqs[:20]:  # warm-up
-        stub.SearchSimilar(r, metadata=md)
+    for r in reqs[:20]:  # warm-up, and a check that the answers are real
+        assert len(embedding_pb2.SearchSimilarResponse.FromString(call(r, metadata=md)).results) == K
     lat: list[float] = []
     end = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < end:
         t = time.perf_counter()
-        stub.SearchSimilar(reqs[i % len(reqs)], metadata=md)
+        call(reqs[i % len(reqs)], metadata=md)
         lat.append((time.perf_counter() - t) * 1000)
         i += 1
     Path(out).write_text(json.dumps(lat))
@@ -114,9 +119,14 @@ def run_clients(n: int, port: int, key: str, vectors_file: str, seconds: float, 
 class Served:
     """``python -m vdb_grpc serve`` in embedded mode on ``data_dir``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, ef_search: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VDB_", "ENCRYPTION_KEY"))}
-        env.update(VDB_DATA_DIR=str(data_dir), VDB_LISTEN="127.0.0.1:0", VDB_LOG_LEVEL="info")
+        env.update(
+            VDB_DATA_DIR=str(data_dir),
+            VDB_LISTEN="127.0.0.1:0",
+            VDB_LOG_LEVEL="info",
+            VDB_HNSW_EF_SEARCH=str(ef_search),
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vdb_grpc", "serve"], env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT
         )
@@ -256,14 +266,17 @@ async def recall_over_grpc(
     return hits / (K * n)
 
 
+#: ef_search of the server under test (--ef-search); the direct floor uses the same.
+EF_SEARCH = [0]
+
+
 async def _direct_connection(dsn: str) -> Any:
     """A connection set up like the service's pool sessions (HNSW scan defaults in the startup packet)."""
     import asyncpg
 
     from vdb_grpc.db import hnsw_session_settings, init_connection
-    from vdb_grpc.settings import Settings
 
-    conn = await asyncpg.connect(dsn, server_settings=hnsw_session_settings(Settings().hnsw_ef_search))
+    conn = await asyncpg.connect(dsn, server_settings=hnsw_session_settings(EF_SEARCH[0]))
     await init_connection(conn)
     return conn
 
@@ -401,7 +414,9 @@ async def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(f"vdb-grpc search benchmark: {args.rows:,} x {DIM} dims, 100 Gaussian clusters; {os.cpu_count()} CPUs")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    served = Served(tmp)
+    EF_SEARCH[0] = args.ef_search
+    print(f"ef_search {args.ef_search} (VDB_HNSW_EF_SEARCH)")
+    served = Served(tmp, args.ef_search)
     try:
         # The server's PostgreSQL, reached through its Unix socket (postmaster.pid line 5 names the directory).
         # Not get_server(): attaching a second handle from another process can restart the cluster.
@@ -498,8 +513,15 @@ if __name__ == "__main__":
     parser.add_argument(
         "--data-dir", help="keep the server's data here and reuse it (skips loading when it holds the bench data)"
     )
-    parser.add_argument("--go-reps", type=int, default=3, help="repetitions of the Go query")
+    parser.add_argument(
+        "--ef-search", type=int, default=None, help="VDB_HNSW_EF_SEARCH of the server (default: the service's)"
+    )
+    parser.add_argument("--go-reps", type=int, default=7, help="repetitions of the Go query")
     arguments = parser.parse_args()
+    if arguments.ef_search is None:
+        from vdb_grpc.settings import Settings
+
+        arguments.ef_search = Settings().hnsw_ef_search
     if arguments.data_dir is not None:
         arguments.data_dir = Path(arguments.data_dir).resolve()
         arguments.data_dir.mkdir(parents=True, exist_ok=True)
