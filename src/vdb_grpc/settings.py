@@ -64,7 +64,7 @@ class Settings:
     auth_cache_seconds: float = 2.0
     """``VDB_AUTH_CACHE_SECONDS``: how long a resolved API key and a search permission check are reused
     (0 = never). Changes made through this process apply at once; other replicas' after at most this long."""
-    hnsw_ef_search: int = 32
+    hnsw_ef_search: int = 40
     """``VDB_HNSW_EF_SEARCH``: HNSW candidate list per search (raised to offset + limit when larger); higher
     means better recall and slower searches."""
     tls_cert_file: Path | None = None

@@ -185,7 +185,7 @@ class Search:
         *,
         exact_max_rows: int = 4000,
         min_share_divisor: int = 50,
-        ef_search: int = 32,
+        ef_search: int = 40,
         max_scan_tuples: int = HNSW_MAX_SCAN_TUPLES,
         stats_ttl: float = 10.0,
         access_cache: CoherentCache[tuple[Principal, str, str], ProjectAccess] | None = None,
