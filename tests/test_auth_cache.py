@@ -170,3 +170,33 @@ async def test_cache_off_sees_changes_made_behind_its_back(vdb) -> None:  # type
     async with vdb.pool.acquire() as conn:
         await conn.execute("UPDATE users SET vdb_api_key = 'x' WHERE user_handle = 'alice'")
     await rpc_error(vdb.embeddings.SearchSimilar(search(), metadata=bearer(key)), C.UNAUTHENTICATED)
+
+
+async def test_no_call_started_after_a_rotation_gets_in_with_the_old_key(world) -> None:  # type: ignore[no-untyped-def]
+    """Eight callers hammer SearchSimilar with alice's key while she rotates it: every call that started after
+    RotateUserKey returned is refused, although the key was being served from the cache until then."""
+    old = bearer(world.keys["alice"])
+    stop = asyncio.Event()
+    calls: list[tuple[float, bool]] = []
+
+    async def hammer() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await world.embeddings.SearchSimilar(search(), metadata=old)
+                calls.append((started, True))
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == C.UNAUTHENTICATED, err
+                calls.append((started, False))
+
+    tasks = [asyncio.create_task(hammer()) for _ in range(8)]
+    await asyncio.sleep(0.3)
+    await world.users.RotateUserKey(user_pb2.RotateUserKeyRequest(user_handle="alice"), metadata=old)
+    rotated = time.monotonic()
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*tasks)
+    before = [ok for started, ok in calls if started < rotated]
+    after = [ok for started, ok in calls if started > rotated]
+    assert before and all(before[:5]) and after, (len(before), len(after))
+    assert not any(after), f"{sum(after)} of {len(after)} calls after the rotation got in with the old key"
