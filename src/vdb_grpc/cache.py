@@ -25,7 +25,7 @@ V = TypeVar("V")
 
 #: RPC method names (the part after the last "/") that never change who may do what: reads, and the
 #: embedding writes (they change a project's rows, never its permissions, instance or owner).
-_READ_PREFIXES = ("Get", "List", "Search", "SanityCheck", "Same")
+_READ_PREFIXES = ("Get", "List", "Search", "SanityCheck")
 _NEUTRAL_SERVICES = ("vdb_grpc.v1.EmbeddingService/",)
 
 

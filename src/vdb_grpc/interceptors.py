@@ -3,7 +3,9 @@
 Every RPC handler is wrapped once: resolve the caller's key to a ``Principal`` (stored in a context
 variable for the servicer), run the handler, map ``VdbError`` subclasses to status codes with ``google.rpc``
 details, turn anything unexpected into INTERNAL with a request id (logged with its traceback server-side,
-nothing of it sent to the client), and write one access-log line. Request and response payloads are never
+nothing of it sent to the client), and write one access-log line. When an RPC that may change keys or
+permissions ends (``vdb_grpc.cache.mutates_access``), the interceptor bumps the authorization cache's
+generation, so this process's next request sees the change. Request and response payloads are never
 logged: they may hold API keys.
 """
 
