@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,14 +26,17 @@ BUILTIN = [
 
 
 @asynccontextmanager
-async def running_server(db_uri: str, settings: Settings) -> AsyncIterator[Harness]:
-    """A server built like the ``vdb`` fixture builds it, with other settings, on the same database."""
+async def running_server(db_uri: str, settings: Settings, *, listen_dsn: str | None = None) -> AsyncIterator[Harness]:
+    """A server built like the ``vdb`` fixture builds it, with other settings, on the same database
+    (``listen_dsn``: hear other replicas' access changes, as ``vdb-grpc serve`` does)."""
     from vdb_grpc.db import create_pool
     from vdb_grpc.server import build_server
 
     pool = await create_pool(db_uri, settings)
-    server = build_server(settings, pool)
+    server = build_server(settings, pool, listen_dsn=listen_dsn)
     await server.start()
+    if server.replicas is not None:
+        await asyncio.wait_for(server.replicas.listening.wait(), timeout=10)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         yield Harness(channel=channel, pool=pool, port=server.port)

@@ -200,3 +200,51 @@ async def test_no_call_started_after_a_rotation_gets_in_with_the_old_key(world) 
     after = [ok for started, ok in calls if started > rotated]
     assert before and all(before[:5]) and after, (len(before), len(after))
     assert not any(after), f"{sum(after)} of {len(after)} calls after the rotation got in with the old key"
+
+
+async def refused_within(call, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+    """Whether ``call()`` turns UNAUTHENTICATED within ``seconds`` (polled; the TTL in these tests is 60 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            await call()
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == C.UNAUTHENTICATED, err
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_replicas_hear_each_others_changes_through_notify(world, db_uri, server_settings) -> None:  # type: ignore[no-untyped-def]
+    """With the listening connection `vdb-grpc serve` opens, a change through one replica reaches the other's
+    cache at once (polled for up to 5 s; the TTL here is 60 s, so only the notification can explain it)."""
+    async with (
+        running_server(db_uri, server_settings, listen_dsn=db_uri) as a,
+        running_server(db_uri, server_settings, listen_dsn=db_uri) as b,
+    ):
+        alice, bob = world.keys["alice"], world.keys["bob"]
+        await a.embeddings.SearchSimilar(search(), metadata=bearer(alice))  # a caches key and permission
+        await a.embeddings.SearchSimilar(search("alice", "docs"), metadata=bearer(bob))
+        await b.users.RotateUserKey(user_pb2.RotateUserKeyRequest(user_handle="alice"), metadata=ADMIN)
+        assert await refused_within(lambda: a.embeddings.SearchSimilar(search(), metadata=bearer(alice)), 5)
+        # the listener survives losing its connection: it reconnects and keeps hearing changes
+        async with a.pool.acquire() as conn:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'vdb-grpc-listen' AND datname = current_database()"
+            )
+        assert killed == 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # both listeners back (they retry after 0.5 s)
+            async with a.pool.acquire() as conn:
+                listening = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'vdb-grpc-listen' AND datname = current_database()"
+                )
+            if listening == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # LISTEN is issued right after connecting
+        await a.embeddings.SearchSimilar(search(), metadata=bearer(bob))  # cached again after the reconnect
+        await b.users.DeleteUser(user_pb2.DeleteUserRequest(user_handle="bob"), metadata=ADMIN)
+        assert await refused_within(lambda: a.embeddings.SearchSimilar(search(), metadata=bearer(bob)), 5)

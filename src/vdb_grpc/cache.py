@@ -8,17 +8,24 @@ Coherence: one ``Generation`` counter per server process. The interceptor bumps 
 users, keys, projects, shares or instances finishes (``mutates_access``). An entry remembers the generation
 read *before* its database lookup started and is only served while the counter still has that value, so a
 change made through this process is visible to the very next request, including lookups that were in flight
-while the change committed. Another replica's change is seen after at most the TTL: that is the bounded
-staleness an operator accepts with a non-zero ``VDB_AUTH_CACHE_SECONDS`` (README, Configuration).
+while the change committed. Other replicas hear of it through PostgreSQL ``NOTIFY`` (``ReplicaInvalidation``)
+within milliseconds; the TTL bounds the staleness when that message is lost or a change bypasses the service.
 
 Only successful lookups are cached: an unknown key or a refused permission is always asked of the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Hashable
 from typing import Generic, TypeVar
+
+import asyncpg
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -88,3 +95,88 @@ class CoherentCache(Generic[K, V]):
         if len(self._entries) >= self._max:
             self._entries.clear()  # crude but bounded; a refill costs one lookup per key
         self._entries[key] = (token, time.monotonic() + self._ttl, value)
+
+
+#: PostgreSQL NOTIFY channel on which servers tell each other that authorization facts changed.
+CHANNEL = "vdb_grpc_access_changed"
+
+
+class ReplicaInvalidation:
+    """Cross-replica invalidation through PostgreSQL ``LISTEN``/``NOTIFY``.
+
+    ``changed()`` (called by the interceptor when an access-changing RPC ends) bumps this process's
+    generation at once and sends a NOTIFY in the background; a dedicated listening connection bumps the
+    generation whenever any server (this one included) notifies. Every replica therefore drops its cached
+    answers within milliseconds of a change, not after the TTL. The TTL remains the bound when notifications
+    are lost: while the listening connection is down (it reconnects with backoff and bumps on reconnect,
+    since anything may have changed meanwhile), or when a change bypasses the service (SQL, another tool).
+    """
+
+    def __init__(self, generation: Generation, pool: asyncpg.Pool, dsn: str) -> None:
+        self._generation = generation
+        self._pool = pool
+        self._dsn = dsn
+        self._listener: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        """Start the listening connection (reconnects until ``stop``)."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen_forever(), name="vdb-access-listener")
+
+    async def stop(self) -> None:
+        """Stop listening; wait for notifications still being sent."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def changed(self) -> None:
+        """This process changed authorization facts: forget cached answers here, then tell the others."""
+        self._generation.bump()
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _notify(self) -> None:
+        try:
+            await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+        except Exception as exc:  # the change itself is committed; other replicas fall back to the TTL
+            log.warning("could not notify other replicas of an access change (%s)", type(exc).__name__)
+
+    def _on_notify(self, *_: object) -> None:
+        self._generation.bump()
+
+    async def _listen_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._listen_once()
+                log.warning("access-change listener lost its database connection; reconnecting")
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("access-change listener cannot connect (%s); retrying in %.1fs", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _listen_once(self) -> None:
+        """Listen on one connection until it is lost."""
+        lost = asyncio.Event()
+        conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "vdb-grpc-listen"})
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(CHANNEL, self._on_notify)
+            self._generation.bump()  # changes made while nobody listened
+            self.listening.set()
+            await lost.wait()
+        finally:
+            self.listening.clear()
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), timeout=2)

@@ -4,8 +4,8 @@ Every RPC handler is wrapped once: resolve the caller's key to a ``Principal`` (
 variable for the servicer), run the handler, map ``VdbError`` subclasses to status codes with ``google.rpc``
 details, turn anything unexpected into INTERNAL with a request id (logged with its traceback server-side,
 nothing of it sent to the client), and write one access-log line. When an RPC that may change keys or
-permissions ends (``vdb_grpc.cache.mutates_access``), the interceptor bumps the authorization cache's
-generation, so this process's next request sees the change. Request and response payloads are never
+permissions ends (``vdb_grpc.cache.mutates_access``), the interceptor tells the authorization cache, so the
+next request (here at once, on other replicas via NOTIFY) sees the change. Request and response payloads are never
 logged: they may hold API keys.
 """
 
@@ -25,7 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
 from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
-from vdb_grpc.cache import Generation, mutates_access
+from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -124,16 +124,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Authentication, error mapping and access logging for every RPC."""
 
     def __init__(
-        self, *, admin_key: str | None, resolve_user_key: KeyResolver, generation: Generation | None = None
+        self,
+        *,
+        admin_key: str | None,
+        resolve_user_key: KeyResolver,
+        on_access_change: Callable[[], None] | None = None,
     ) -> None:
         """Args:
         admin_key: the admin's bearer key (None: no admin).
         resolve_user_key: user key → principal (None for an unknown key).
-        generation: bumped when an RPC that may change keys or permissions ends (``vdb_grpc.cache``).
+        on_access_change: called when an RPC that may change keys or permissions ends (``vdb_grpc.cache``).
         """
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
-        self._generation = generation
+        self._on_access_change = on_access_change
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -153,7 +157,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        bump = self._generation.bump if self._generation is not None and mutates_access(method) else None
+        bump = self._on_access_change if mutates_access(method) else None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary, bump),

@@ -20,7 +20,7 @@ from vdb_grpc.api.embeddings import EmbeddingServicer
 from vdb_grpc.api.instances import LlmInstanceServicer
 from vdb_grpc.api.projects import ProjectServicer
 from vdb_grpc.api.users import UserServicer
-from vdb_grpc.cache import CoherentCache, Generation
+from vdb_grpc.cache import CoherentCache, Generation, ReplicaInvalidation
 from vdb_grpc.crypto import ApiKeyCipher
 from vdb_grpc.db import check_database, create_pool
 from vdb_grpc.domain.admin import Admin
@@ -76,10 +76,13 @@ class VdbServer:
     health: health.aio.HealthServicer
     indexer: Indexer | None = None
     search: Search | None = None
+    replicas: ReplicaInvalidation | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
         await self.server.start()
+        if self.replicas is not None:
+            self.replicas.start()
         if self.indexer is not None:
             self.indexer.start()
         for name in ("", *SERVICE_NAMES):
@@ -91,6 +94,8 @@ class VdbServer:
         if self.indexer is not None:
             await self.indexer.stop()
         await self.server.stop(grace)
+        if self.replicas is not None:
+            await self.replicas.stop()
 
 
 def _reflection_pool() -> Any:
@@ -98,10 +103,17 @@ def _reflection_pool() -> Any:
     return DocumentedPoolWithFallback()
 
 
-def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
-    """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``."""
-    # Authorization facts reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps `generation`.
+def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | None = None) -> VdbServer:
+    """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``.
+
+    ``listen_dsn``: the database URL for the connection that hears other replicas' access changes
+    (``vdb_grpc.cache.ReplicaInvalidation``); None: this server relies on the cache TTL for them.
+    """
+    # Authorization facts are reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps
+    # `generation` here and, with a listen_dsn, on every other replica through NOTIFY.
     generation = Generation()
+    caching = settings.auth_cache_seconds > 0
+    replicas = ReplicaInvalidation(generation, pool, listen_dsn) if listen_dsn and caching else None
     users = Users(pool, key_cache=CoherentCache(generation, settings.auth_cache_seconds))
     standards = ApiStandards(pool)
     projects = Projects(pool)
@@ -125,7 +137,11 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
 
     server = grpc.aio.server(
         interceptors=[
-            ServiceInterceptor(admin_key=settings.admin_key, resolve_user_key=users.authenticate, generation=generation)
+            ServiceInterceptor(
+                admin_key=settings.admin_key,
+                resolve_user_key=users.authenticate,
+                on_access_change=replicas.changed if replicas else generation.bump,
+            )
         ],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -158,7 +174,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool) -> VdbServer:
         port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
-    return VdbServer(server=server, port=port, health=health_servicer, indexer=indexer, search=search)
+    return VdbServer(
+        server=server, port=port, health=health_servicer, indexer=indexer, search=search, replicas=replicas
+    )
 
 
 async def prepare_database(settings: Settings, dsn: str, *, migrate: bool) -> None:
@@ -190,7 +208,7 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
         await prepare_database(settings, dsn, migrate=migrate)
         pool = await create_pool(dsn, settings)
         try:
-            vdb = build_server(settings, pool)
+            vdb = build_server(settings, pool, listen_dsn=dsn)
             await vdb.start()
             host = settings.listen.rpartition(":")[0]
             log.info("vdb-grpc serving on %s:%d", host, vdb.port)

@@ -63,7 +63,8 @@ class Settings:
     """``VDB_SHUTDOWN_GRACE_SECONDS``: how long in-flight RPCs may finish after SIGTERM/SIGINT."""
     auth_cache_seconds: float = 2.0
     """``VDB_AUTH_CACHE_SECONDS``: how long a resolved API key and a search permission check are reused
-    (0 = never). Changes made through this process apply at once; other replicas' after at most this long."""
+    (0 = never). Changes made through any server apply at once (other replicas hear of them through NOTIFY);
+    this bounds the staleness when that message is lost or a change bypasses the service."""
     hnsw_ef_search: int = 40
     """``VDB_HNSW_EF_SEARCH``: HNSW candidate list per search (raised to offset + limit when larger); higher
     means better recall and slower searches."""
