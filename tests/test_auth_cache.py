@@ -13,6 +13,7 @@ from harness import ADMIN, ANON, bearer, rpc_error
 from llm_helpers import running_server
 from search_fixtures import add_embeddings, make_project, make_user, share
 
+from vdb_grpc.auth import hash_api_key
 from vdb_grpc.cache import CoherentCache, Generation, mutates_access
 from vdb_grpc.v1 import admin_pb2, embedding_pb2, project_pb2, user_pb2
 
@@ -46,7 +47,7 @@ def test_zero_ttl_caches_nothing_and_size_is_bounded() -> None:
     gen = Generation()
     off: CoherentCache[str, int] = CoherentCache(gen, ttl_seconds=0)
     off.put("a", 1, off.begin())
-    assert off.get("a") is None and not off.enabled
+    assert off.get("a") is None
     small: CoherentCache[int, int] = CoherentCache(gen, ttl_seconds=60, max_entries=3)
     for i in range(10):
         small.put(i, i, small.begin())
@@ -248,3 +249,22 @@ async def test_replicas_hear_each_others_changes_through_notify(world, db_uri, s
         await a.embeddings.SearchSimilar(search(), metadata=bearer(bob))  # cached again after the reconnect
         await b.users.DeleteUser(user_pb2.DeleteUserRequest(user_handle="bob"), metadata=ADMIN)
         assert await refused_within(lambda: a.embeddings.SearchSimilar(search(), metadata=bearer(bob)), 5)
+
+
+async def test_refusals_are_not_cached(world) -> None:  # type: ignore[no-untyped-def]
+    """A refused key or permission is asked of the database again: granting it behind the server's back (as
+    another tool would, with no notification) takes effect on the next call despite the 60 s TTL."""
+    async with world.pool.acquire() as conn:
+        carol = await make_user(conn, "carol")
+        pid = await make_project(conn, "alice", "secret", 4)  # private
+        await add_embeddings(conn, pid, "alice", [[1, 0, 0, 0], [0, 1, 0, 0]], ids=["a", "b"])
+    secret = search("alice", "secret")
+    await rpc_error(world.embeddings.SearchSimilar(secret, metadata=bearer(carol)), C.PERMISSION_DENIED)
+    late = "late-key-0123456789abcdef0123456789abcdef"
+    await rpc_error(world.embeddings.SearchSimilar(secret, metadata=bearer(late)), C.UNAUTHENTICATED)
+    async with world.pool.acquire() as conn:
+        await share(conn, pid, "carol", "reader")
+    assert len((await world.embeddings.SearchSimilar(secret, metadata=bearer(carol))).results) == 2
+    async with world.pool.acquire() as conn:
+        await conn.execute("UPDATE users SET vdb_api_key = $1 WHERE user_handle = 'carol'", hash_api_key(late))
+    assert len((await world.embeddings.SearchSimilar(secret, metadata=bearer(late))).results) == 2

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -33,12 +33,12 @@ V = TypeVar("V")
 #: RPC method names (the part after the last "/") that never change who may do what: reads, and the
 #: embedding writes (they change a project's rows, never its permissions, instance or owner).
 _READ_PREFIXES = ("Get", "List", "Search", "SanityCheck")
-_NEUTRAL_SERVICES = ("vdb_grpc.v1.EmbeddingService/",)
+_NEUTRAL_SERVICES = ("/vdb_grpc.v1.EmbeddingService/",)
 
 
 def mutates_access(method: str) -> bool:
     """Whether the RPC ``method`` (``/package.Service/Name``) may change keys, permissions or projects."""
-    if any(s in method for s in _NEUTRAL_SERVICES):
+    if method.startswith(_NEUTRAL_SERVICES):
         return False
     name = method.rsplit("/", 1)[-1]
     return not name.startswith(_READ_PREFIXES)
@@ -60,7 +60,8 @@ class Generation:
 class CoherentCache(Generic[K, V]):
     """A TTL cache whose entries die with the ``Generation`` they were read under.
 
-    Usage: ``token = cache.begin()`` before the database lookup, ``cache.put(key, value, token)`` after it.
+    ``get_or_load`` is the usual entry; ``begin``/``put`` are its parts: the token is taken before the
+    database lookup, so an answer read while a change committed is never kept.
     """
 
     def __init__(self, generation: Generation, ttl_seconds: float, max_entries: int = 10_000) -> None:
@@ -68,10 +69,6 @@ class CoherentCache(Generic[K, V]):
         self._ttl = ttl_seconds
         self._max = max_entries
         self._entries: dict[K, tuple[int, float, V]] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return self._ttl > 0
 
     def get(self, key: K) -> V | None:
         """The cached value, or None when absent, expired or from an older generation."""
@@ -82,6 +79,17 @@ class CoherentCache(Generic[K, V]):
         if generation != self._generation.value or expires < time.monotonic():
             self._entries.pop(key, None)
             return None
+        return value
+
+    async def get_or_load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        """The cached value, else ``await load()`` (kept unless it is None: refusals are not cached)."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        token = self.begin()
+        value = await load()
+        if value is not None:
+            self.put(key, value, token)
         return value
 
     def begin(self) -> int:

@@ -33,6 +33,7 @@ from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS, MetadataFilter, Plan, PlanStats
+from vdb_grpc.settings import Settings
 from vdb_grpc.validation import check_handle
 
 DEFAULT_LIMIT = 10
@@ -185,7 +186,7 @@ class Search:
         *,
         exact_max_rows: int = 4000,
         min_share_divisor: int = 50,
-        ef_search: int = 40,
+        ef_search: int = Settings.hnsw_ef_search,
         max_scan_tuples: int = HNSW_MAX_SCAN_TUPLES,
         stats_ttl: float = 10.0,
         access_cache: CoherentCache[tuple[Principal, str, str], ProjectAccess] | None = None,
@@ -269,14 +270,15 @@ class Search:
     ) -> ProjectAccess:
         """The one project permission check (read: admin, owner, editor, reader, anyone if public_read),
         answered from the access cache while nothing has changed (refusals are never cached)."""
+
+        async def check() -> ProjectAccess:
+            return await resolve_project_access(conn, principal, owner, project_handle, "read")
+
         cache = self._access_cache
-        key = (principal, owner, project_handle)
-        if cache is not None and (hit := cache.get(key)) is not None:
-            return hit
-        token = cache.begin() if cache is not None else 0
-        access = await resolve_project_access(conn, principal, owner, project_handle, "read")
-        if cache is not None:
-            cache.put(key, access, token)
+        if cache is None:
+            return await check()
+        access = await cache.get_or_load((principal, owner, project_handle), check)
+        assert access is not None  # check() returns or raises
         return access
 
     async def plan_for(self, conn: asyncpg.Connection, project_id: int, dim: int, k: int) -> Plan:

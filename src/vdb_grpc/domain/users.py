@@ -82,18 +82,15 @@ class Users:
     async def authenticate(self, key: str) -> Principal | None:
         """The user whose key this is, or None. Keys are looked up by hash; ``_system`` never matches."""
         key_hash = hash_api_key(key)
-        cache = self._key_cache
-        if cache is not None and (hit := cache.get(key_hash)) is not None:
-            return hit
-        token = cache.begin() if cache is not None else 0
-        async with self._pool.acquire() as conn:
-            handle = await q.user_handle_by_key_hash(conn, key_hash)
-        if not handle:
-            return None
-        principal = Principal(PrincipalKind.USER, handle)
-        if cache is not None:
-            cache.put(key_hash, principal, token)
-        return principal
+
+        async def lookup() -> Principal | None:
+            async with self._pool.acquire() as conn:
+                handle = await q.user_handle_by_key_hash(conn, key_hash)
+            return Principal(PrincipalKind.USER, handle) if handle else None
+
+        if self._key_cache is None:
+            return await lookup()
+        return await self._key_cache.get_or_load(key_hash, lookup)
 
     async def create(self, principal: Principal, user: NewUser) -> tuple[UserRow, str]:
         """Create a user; return it and its API key (the only time the key exists outside the caller)."""

@@ -17,8 +17,8 @@ from vdb_grpc.queries.search import hnsw_index_name
 ADVISORY_LOCK_KEY = (0x76646278, 0)  # "vdbx"
 
 #: HNSW build parameters. ef_construction 128 rather than pgvector's 64: on the clustered 100k x 384 benchmark
-#: it builds in ~1.7x the time and lifts recall@10 at ef_search 40 from 0.958 to 0.987 (0.966 -> 0.993 at 64),
-#: so searches can run with the smaller, cheaper candidate list.
+#: it builds in ~1.5x the time and lifts recall@10 at ef_search 40 from 0.958 to 0.972-0.987 (it varies between
+#: builds), so searches can run with pgvector's default candidate list (docs/embeddings-design.md).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 
