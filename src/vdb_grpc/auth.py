@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
@@ -64,6 +65,13 @@ ANONYMOUS = Principal(PrincipalKind.ANONYMOUS)
 
 #: The principal of the RPC being served; set by the auth interceptor.
 current_principal: ContextVar[Principal] = ContextVar("current_principal", default=ANONYMOUS)
+
+#: For request-streaming RPCs: resolves the caller's key again (through the authorization cache), raising
+#: UNAUTHENTICATED once it no longer works (rotated, user deleted). Set by the auth interceptor; a stream checks
+#: it before each message, so withdrawn access stops an open stream at its next message.
+current_reauthenticate: ContextVar[Callable[[], Awaitable[Principal]] | None] = ContextVar(
+    "current_reauthenticate", default=None
+)
 
 
 def new_api_key() -> str:

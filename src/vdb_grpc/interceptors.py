@@ -4,14 +4,16 @@ Every RPC handler is wrapped once: resolve the caller's key to a ``Principal`` (
 variable for the servicer), run the handler, map ``VdbError`` subclasses to status codes with ``google.rpc``
 details, turn anything unexpected into INTERNAL with a request id (logged with its traceback server-side,
 nothing of it sent to the client), and write one access-log line. When an RPC that may change keys or
-permissions ends (``vdb_grpc.cache.mutates_access``), the interceptor tells the authorization cache, so the
-next request (here at once, on other replicas via NOTIFY) sees the change. Request and response payloads are never
+permissions ends (``vdb_grpc.cache.mutates_access``) and may have changed something (not when it was refused,
+see ``_may_have_changed``), the interceptor tells the authorization cache, so the next request (here at once,
+on other replicas via NOTIFY) sees the change. Request and response payloads are never
 logged: they may hold API keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -24,7 +26,16 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
-from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
+from vdb_grpc.auth import (
+    ADMIN,
+    ANONYMOUS,
+    Principal,
+    PrincipalKind,
+    admin_key_matches,
+    bearer_token,
+    current_principal,
+    current_reauthenticate,
+)
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
 
@@ -120,6 +131,21 @@ def translate_exception(exc: BaseException) -> errors.VdbError | None:
     return None
 
 
+def _may_have_changed(exc: Exception, principal: Principal, handling: bool, request_streaming: bool) -> bool:
+    """Whether an access-changing RPC that ended with ``exc`` may still have committed a change.
+
+    A domain refusal (``VdbError``) of a unary-request RPC means its one transaction rolled back: nothing
+    changed, so the authorization caches stay and no replica is notified (refused calls must not amplify into
+    cache flushes and NOTIFYs). A request-streaming RPC commits per message, so a refusal after the handler
+    started (``handling``) may follow committed messages: that still counts as a change, unless the caller is anonymous (who
+    can change nothing). Anything else (INTERNAL, CANCELLED, a lost connection) leaves the outcome unknown and
+    counts as a change.
+    """
+    if not isinstance(exc, errors.VdbError):
+        return True
+    return request_streaming and handling and not principal.is_anonymous
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Authentication, error mapping and access logging for every RPC."""
 
@@ -166,7 +192,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, bump),
+                self._wrap_unary(method, handler.stream_unary, bump, request_streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -178,7 +204,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.stream_stream, bump),
+                self._wrap_stream(method, handler.stream_stream, bump, request_streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -196,16 +222,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return principal
 
     def _wrap_unary(
-        self, method: str, behavior: Callable[..., Awaitable[Any]], bump: Callable[[], None] | None
+        self,
+        method: str,
+        behavior: Callable[..., Awaitable[Any]],
+        bump: Callable[[], None] | None,
+        *,
+        request_streaming: bool = False,
     ) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = uuid.uuid4().hex[:16]
             started = time.perf_counter()
             principal: Principal = ANONYMOUS
             code = grpc.StatusCode.OK
+            handling = False
+            changed = True  # until known otherwise: a change may have committed
             try:
                 principal = await self._authenticate(context)
                 current_principal.set(principal)
+                if request_streaming:  # each message is authorized again (a key may be revoked mid-stream)
+                    current_reauthenticate.set(functools.partial(self._authenticate, context))
+                handling = True
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -213,26 +249,37 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
+                changed = _may_have_changed(exc, principal, handling, request_streaming)
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
-                if bump is not None:  # after the change committed (or failed): cached answers may be stale
+                if bump is not None and changed:  # after the change committed: cached answers may be stale
                     bump()
                 self._log(method, code, principal, request_id, started)
 
         return wrapper
 
     def _wrap_stream(
-        self, method: str, behavior: Callable[..., AsyncIterator[Any]], bump: Callable[[], None] | None
+        self,
+        method: str,
+        behavior: Callable[..., AsyncIterator[Any]],
+        bump: Callable[[], None] | None,
+        *,
+        request_streaming: bool = False,
     ) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id = uuid.uuid4().hex[:16]
             started = time.perf_counter()
             principal: Principal = ANONYMOUS
             code = grpc.StatusCode.OK
+            handling = False
+            changed = True  # until known otherwise: a change may have committed
             try:
                 principal = await self._authenticate(context)
                 current_principal.set(principal)
+                if request_streaming:  # each message is authorized again (a key may be revoked mid-stream)
+                    current_reauthenticate.set(functools.partial(self._authenticate, context))
+                handling = True
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:
@@ -241,10 +288,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
+                changed = _may_have_changed(exc, principal, handling, request_streaming)
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
-                if bump is not None:  # after the change committed (or failed): cached answers may be stale
+                if bump is not None and changed:  # after the change committed: cached answers may be stale
                     bump()
                 self._log(method, code, principal, request_id, started)
 

@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 
 from vdb_grpc.api.convert import principal
 from vdb_grpc.api.search import SearchSimilarMixin
+from vdb_grpc.auth import current_reauthenticate
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search
 from vdb_grpc.queries.embeddings import EmbeddingRow
@@ -123,7 +124,9 @@ class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceS
                     load=lambda m=message: upload_batch(m.embeddings),  # type: ignore[misc]
                 )
 
-        result = await self._embeddings.upsert_stream(principal(), batches())
+        result = await self._embeddings.upsert_stream(
+            principal(), batches(), reauthenticate=current_reauthenticate.get()
+        )
         return pb.StreamUpsertEmbeddingsResponse(
             batches=result.batches, count=result.count, inserted=result.inserted, replaced=result.replaced
         )

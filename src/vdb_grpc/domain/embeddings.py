@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 
 from vdb_grpc.auth import Principal
 from vdb_grpc.db import halfvec_wire
+from vdb_grpc.domain.retry import retry_conflicts
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import (
     ErrorInfo,
@@ -43,6 +44,7 @@ from vdb_grpc.errors import (
     InvalidArgument,
     NotFound,
     ResourceRef,
+    Unauthenticated,
     VdbError,
 )
 from vdb_grpc.metadata_schema import MetadataSchema, compile_stored_schema
@@ -67,6 +69,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", "
 NOTHING_STORED = "; nothing was stored"
 #: Stream batches in flight at once: one being committed while the next is written (see ``Embeddings._commit``).
 STREAM_DEPTH = 2
+#: Resolves the caller's key again (``vdb_grpc.auth.current_reauthenticate``); raises UNAUTHENTICATED when revoked.
+Reauthenticate = Callable[[], Awaitable[Principal]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,10 +318,9 @@ def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems:
         problems.add(i, "metadata", description)
 
     for i, value in enumerate(values):
-        if value is None:
-            if schema is not None:
-                bad(i, "is required: the project has a metadata_schema")
-        elif not isinstance(value, dict):
+        # None (left out) keeps a replaced row's stored metadata, which satisfies the schema; for a new row it
+        # is refused at the upsert (``Embeddings._refuse_new_without_metadata``), which knows which rows are new.
+        if value is not None and not isinstance(value, dict):
             bad(i, f"must be a JSON object, not {type(value).__name__}")
     try:
         text = _JSON.encode(values)
@@ -377,6 +380,21 @@ def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | 
         vectors=halfvec_wire(half) if len(batch) else [],
         metadata_json=metadata_json,
     )
+
+
+def _new_without_metadata(text_ids: list[str], missing: tuple[str, ...]) -> InvalidArgument:
+    """The refusal of new embeddings sent without metadata to a project with a metadata_schema."""
+    problems = _Problems(text_ids)
+    wanted = set(missing)
+    for i, text_id in enumerate(text_ids):
+        if text_id in wanted:
+            problems.add(
+                i,
+                "metadata",
+                "is required for a new embedding: the project has a metadata_schema (only a re-upload may leave it "
+                "out, keeping the stored metadata)",
+            )
+    return problems.error()
 
 
 class _Abandoned(Exception):
@@ -478,8 +496,35 @@ class Embeddings:
         batch: UploadBatch,
         prepared: _Prepared | None,
         after: asyncio.Task[Any] | None = None,
+        reauthenticate: Reauthenticate | None = None,
     ) -> tuple[UpsertResult, _Target]:
-        """Check (unless ``prepared`` was checked against the same target) and store one batch atomically.
+        """Authorize, check and store one batch atomically; retry the whole transaction after a conflict.
+
+        With ``reauthenticate`` (batches of a stream after the first) the caller's key is resolved again first:
+        a key rotated or a user deleted since the stream began stops it here. A deadlock or serialization
+        failure (rare: rows are written in text_id order, see ``vdb_grpc.queries.embeddings``) rolls the attempt
+        back and runs it again (``retry_conflicts``), so only the committed attempt's counts are returned.
+        """
+        if reauthenticate is not None:
+            again = await reauthenticate()
+            if again != principal:  # pragma: no cover - a key hash belongs to one user
+                raise Unauthenticated("the API key no longer belongs to the caller that opened the stream")
+
+        async def attempt() -> tuple[UpsertResult, _Target]:
+            return await self._commit_once(principal, owner, project_handle, batch, prepared, after)
+
+        return await retry_conflicts(attempt, f"upload to {owner}/{project_handle}")
+
+    async def _commit_once(
+        self,
+        principal: Principal,
+        owner: str,
+        project_handle: str,
+        batch: UploadBatch,
+        prepared: _Prepared | None,
+        after: asyncio.Task[Any] | None,
+    ) -> tuple[UpsertResult, _Target]:
+        """One attempt of ``_commit``: check (unless ``prepared`` was checked against the same target) and store.
 
         With ``after`` (the previous batch of a stream) the batch is written at once but committed only once
         ``after`` has committed, and rolled back if it failed: streamed batches commit strictly in order, while
@@ -503,6 +548,8 @@ class Embeddings:
                     vectors=prepared.vectors,
                     metadata_json=prepared.metadata_json,
                 )
+            if counts.new_without_metadata and target.schema_text:
+                raise _new_without_metadata(prepared.text_ids, counts.new_without_metadata)  # rolls back
             if after is not None:
                 try:
                     await asyncio.shield(after)
@@ -525,8 +572,19 @@ class Embeddings:
         result, _ = await self._commit(principal, owner, project_handle, batch, None)
         return result
 
-    async def upsert_stream(self, principal: Principal, messages: AsyncIterator[StreamBatch]) -> StreamResult:
+    async def upsert_stream(
+        self,
+        principal: Principal,
+        messages: AsyncIterator[StreamBatch],
+        *,
+        reauthenticate: Reauthenticate | None = None,
+    ) -> StreamResult:
         """Commit each streamed batch in its own transaction, in order (StreamUpsertEmbeddings).
+
+        Every batch is authorized again: its transaction resolves the project access anew (an unshared project
+        or a share made read-only stops the stream), and from the second batch on ``reauthenticate`` (the
+        interceptor's ``vdb_grpc.auth.current_reauthenticate``) resolves the caller's key again, through the
+        generation-coherent key cache, so a rotated key or a deleted user stops it too.
 
         Raises:
             VdbError: the first failing batch's error, restated by ``_in_stream``; batches before it stay
@@ -578,7 +636,8 @@ class Embeddings:
                     with contextlib.suppress(InvalidArgument):
                         prepared = self._prepare(batch, target)
                 after = in_flight[-1][1] if in_flight else None
-                task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after))
+                again = reauthenticate if index > 0 else None  # the interceptor has just authenticated batch 0
+                task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after, again))
                 in_flight.append((index, task))
                 index += 1
             while in_flight:

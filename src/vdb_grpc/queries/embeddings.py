@@ -3,6 +3,10 @@
 Vectors travel in pgvector's binary ``halfvec`` format (``vdb_grpc.db``'s codec); uploads pass a whole batch
 as arrays in one ``INSERT … SELECT FROM unnest(…) ON CONFLICT`` statement — one round trip, no temporary
 table, and (measured) faster than COPY into a temporary table followed by the same upsert.
+
+Lock order: the upsert inserts (and locks) a batch's rows in text_id order (byte order, ``COLLATE "C"``: cheap
+and the same for every batch), whatever order the client sent. Two batches sharing text_ids then take their row
+and unique-index locks in the same order, so one waits for the other instead of deadlocking with it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class UpsertCounts:
-    """What one upsert statement did."""
+    """What one upsert statement did.
+
+    Attributes:
+        inserted: New rows.
+        replaced: Rows that existed and were overwritten.
+        new_without_metadata: text_ids of new rows stored without metadata (left out, nothing to keep).
+    """
 
     inserted: int
     replaced: int
+    new_without_metadata: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +56,7 @@ WITH stored AS (
         $5::text[], $6::text[], $7::halfvec[],
         ARRAY(SELECT m FROM jsonb_array_elements($8::jsonb) WITH ORDINALITY AS j (m, i) ORDER BY i)
     ) AS u (text_id, text, vector, metadata)
+    ORDER BY u.text_id COLLATE "C"
     ON CONFLICT (project_id, text_id) DO UPDATE SET
         vector = EXCLUDED.vector,
         vector_dim = EXCLUDED.vector_dim,
@@ -53,9 +65,11 @@ WITH stored AS (
         metadata = COALESCE(EXCLUDED.metadata, e.metadata),
         indexed = false,
         updated_at = now()
-    RETURNING xmax = 0 AS inserted
+    RETURNING xmax = 0 AS inserted, e.text_id, e.metadata IS NULL AS no_metadata
 )
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS replaced FROM stored
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS replaced,
+       coalesce(array_agg(text_id) FILTER (WHERE inserted AND no_metadata), '{}') AS new_without_metadata
+FROM stored
 """
 
 
@@ -75,7 +89,8 @@ async def upsert_embeddings(
 
     ``vectors`` are halfvec wire bytes of ``dimensions`` values each; ``metadata_json`` is a JSON array with one
     element per item (one parameter parses much faster than a ``jsonb[]`` of small documents). A None text or a
-    null metadata element keeps the stored value of a replaced row (NULL for a new one).
+    null metadata element keeps the stored value of a replaced row (NULL for a new one: such rows are listed in
+    ``new_without_metadata``, so a caller whose project requires metadata can refuse and roll back).
     """
     r = await conn.fetchrow(
         UPSERT_EMBEDDINGS,
@@ -88,7 +103,9 @@ async def upsert_embeddings(
         vectors,
         metadata_json,
     )
-    return UpsertCounts(inserted=r["inserted"], replaced=r["replaced"])
+    return UpsertCounts(
+        inserted=r["inserted"], replaced=r["replaced"], new_without_metadata=tuple(r["new_without_metadata"])
+    )
 
 
 _SELECT_EMBEDDING = """
