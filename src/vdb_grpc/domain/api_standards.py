@@ -9,6 +9,7 @@ import asyncpg
 
 from vdb_grpc.auth import Principal
 from vdb_grpc.domain.access import require_admin
+from vdb_grpc.domain.retry import creating, update_or_create
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import api_standards as q
@@ -80,13 +81,18 @@ class ApiStandards:
                 + ", ".join(sorted(UPDATABLE_FIELDS)),
             )
         _validate(s, fields)
+        return await update_or_create(lambda: self._update_once(s, fields, allow_missing=allow_missing))
+
+    async def _update_once(
+        self, s: ApiStandardRow, fields: Collection[str], *, allow_missing: bool
+    ) -> tuple[ApiStandardRow, bool]:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await q.get_api_standard(conn, s.api_standard_handle, for_update=True)
             if current is None:
                 if not allow_missing:
                     raise NotFound.resource_missing("API standard", s.api_standard_handle)
                 _validate(s)
-                return await q.insert_api_standard(conn, s), True
+                return await creating(q.insert_api_standard(conn, s)), True
             merged = replace(current, **{f: getattr(s, f) for f in fields})
             row = await q.update_api_standard(conn, merged)
             assert row is not None

@@ -19,6 +19,7 @@ from vdb_grpc.domain.llm import (
     check_values,
     resolve_owner,
 )
+from vdb_grpc.domain.retry import creating, update_or_create
 from vdb_grpc.errors import InvalidArgument, NotFound, PermissionDenied
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import definitions as q
@@ -132,13 +133,19 @@ class Definitions:
         check_update_fields(fields, UPDATABLE_FIELDS)
         check_values(v, fields, "definition")
         v = replace(v, owner=owner)
+        return await update_or_create(lambda: self._update_once(v, fields, allow_missing=allow_missing))
+
+    async def _update_once(
+        self, v: DefinitionValues, fields: Collection[str], *, allow_missing: bool
+    ) -> tuple[DefinitionRow, bool]:
+        owner = v.owner
         async with self._pool.acquire() as conn, conn.transaction():
             current = await q.get_definition(conn, owner, v.definition_handle, None, for_update=True)
             if current is None:
                 if not allow_missing:
                     raise NotFound.resource_missing("definition", f"{owner}/{v.definition_handle}", owner)
                 _check_new(v)
-                return await q.insert_definition(conn, v), True
+                return await creating(q.insert_definition(conn, v)), True
             merged = DefinitionValues(
                 owner=owner,
                 definition_handle=current.definition_handle,

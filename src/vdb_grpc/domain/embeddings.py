@@ -12,8 +12,8 @@ Uploads
 
 Streaming ingest
     Each stream message is a batch committed in its own transaction, in order. Two batches are in flight: while
-    batch k commits, batch k+1 is received, converted, checked and written, and commits only after batch k has
-    (rolled back if k failed). A failing batch ends the stream with its error, prefixed ``batch k`` (0-based)
+    batch k commits, batch k+1 is received, converted, checked and written (once k has written its rows), and
+    commits only after batch k has (rolled back if k failed). Every batch is authorized again. A failing batch ends the stream with its error, prefixed ``batch k`` (0-based)
     and carrying a ``google.rpc.ErrorInfo`` that says how many batches and embeddings were committed before it:
     exactly batches 0 … k-1; batch k and anything the client sent after it are not stored.
 
@@ -337,7 +337,7 @@ def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems:
                 bad(i, "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
     if schema is not None:
         for i, value in enumerate(values):
-            if i not in unusable:
+            if i not in unusable and value is not None:
                 violation = schema.violation(value)
                 if violation is not None:
                     problems.add(
@@ -395,6 +395,14 @@ def _new_without_metadata(text_ids: list[str], missing: tuple[str, ...]) -> Inva
                 "out, keeping the stored metadata)",
             )
     return problems.error()
+
+
+@dataclass(frozen=True, eq=False)
+class _Previous:
+    """A stream batch in flight: its commit task, and an event set once it has written its rows (or ended)."""
+
+    task: asyncio.Task[tuple[UpsertResult, _Target]]
+    written: asyncio.Event
 
 
 class _Abandoned(Exception):
@@ -495,8 +503,9 @@ class Embeddings:
         project_handle: str,
         batch: UploadBatch,
         prepared: _Prepared | None,
-        after: asyncio.Task[Any] | None = None,
+        after: _Previous | None = None,
         reauthenticate: Reauthenticate | None = None,
+        written: asyncio.Event | None = None,
     ) -> tuple[UpsertResult, _Target]:
         """Authorize, check and store one batch atomically; retry the whole transaction after a conflict.
 
@@ -504,16 +513,26 @@ class Embeddings:
         a key rotated or a user deleted since the stream began stops it here. A deadlock or serialization
         failure (rare: rows are written in text_id order, see ``vdb_grpc.queries.embeddings``) rolls the attempt
         back and runs it again (``retry_conflicts``), so only the committed attempt's counts are returned.
+
+        ``after`` and ``written``: see ``_commit_once``; ``written`` is set however this ends, so the next batch
+        never waits for a batch that failed.
         """
-        if reauthenticate is not None:
-            again = await reauthenticate()
-            if again != principal:  # pragma: no cover - a key hash belongs to one user
-                raise Unauthenticated("the API key no longer belongs to the caller that opened the stream")
+        try:
+            if after is not None:
+                # Take no lock before the previous batch has taken all of its own (see _commit_once).
+                await after.written.wait()
+            if reauthenticate is not None:
+                again = await reauthenticate()
+                if again != principal:  # pragma: no cover - a key hash belongs to one user
+                    raise Unauthenticated("the API key no longer belongs to the caller that opened the stream")
 
-        async def attempt() -> tuple[UpsertResult, _Target]:
-            return await self._commit_once(principal, owner, project_handle, batch, prepared, after)
+            async def attempt() -> tuple[UpsertResult, _Target]:
+                return await self._commit_once(principal, owner, project_handle, batch, prepared, after, written)
 
-        return await retry_conflicts(attempt, f"upload to {owner}/{project_handle}")
+            return await retry_conflicts(attempt, f"upload to {owner}/{project_handle}")
+        finally:
+            if written is not None:
+                written.set()
 
     async def _commit_once(
         self,
@@ -522,13 +541,17 @@ class Embeddings:
         project_handle: str,
         batch: UploadBatch,
         prepared: _Prepared | None,
-        after: asyncio.Task[Any] | None,
+        after: _Previous | None,
+        written: asyncio.Event | None,
     ) -> tuple[UpsertResult, _Target]:
         """One attempt of ``_commit``: check (unless ``prepared`` was checked against the same target) and store.
 
-        With ``after`` (the previous batch of a stream) the batch is written at once but committed only once
-        ``after`` has committed, and rolled back if it failed: streamed batches commit strictly in order, while
-        one batch's writing overlaps the previous one's commit (its WAL flush).
+        With ``after`` (the previous batch of a stream) the batch is written once ``after`` has written its rows
+        (``written``), but committed only once ``after`` has committed, and rolled back if it failed: streamed
+        batches commit strictly in order, while one batch's writing overlaps the previous one's commit (its WAL
+        flush). Starting only after the previous batch's writes keeps the wait deadlock-free: a batch that holds
+        locks and waits for its predecessor waits for a transaction that only commits and waits for no lock
+        itself, so no cycle can run through this wait, which PostgreSQL cannot see.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="share")
@@ -550,9 +573,11 @@ class Embeddings:
                 )
             if counts.new_without_metadata and target.schema_text:
                 raise _new_without_metadata(prepared.text_ids, counts.new_without_metadata)  # rolls back
+            if written is not None:
+                written.set()
             if after is not None:
                 try:
-                    await asyncio.shield(after)
+                    await asyncio.shield(after.task)
                 except Exception:
                     raise _Abandoned from None
         if counts.inserted or counts.replaced:
@@ -593,13 +618,13 @@ class Embeddings:
         done = StreamResult()
         project: tuple[str, str] | None = None
         target: _Target | None = None
-        in_flight: deque[tuple[int, asyncio.Task[tuple[UpsertResult, _Target]]]] = deque()
+        in_flight: deque[tuple[int, _Previous]] = deque()
         index = 0
 
         async def finish_oldest() -> _Target:
-            batch_no, task = in_flight.popleft()
+            batch_no, previous = in_flight.popleft()
             try:
-                result, used = await task
+                result, used = await previous.task
             except VdbError as exc:
                 raise _in_stream(exc, batch_no, done) from None
             done.batches += 1
@@ -637,17 +662,18 @@ class Embeddings:
                         prepared = self._prepare(batch, target)
                 after = in_flight[-1][1] if in_flight else None
                 again = reauthenticate if index > 0 else None  # the interceptor has just authenticated batch 0
-                task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after, again))
-                in_flight.append((index, task))
+                written = asyncio.Event()
+                task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after, again, written))
+                in_flight.append((index, _Previous(task, written)))
                 index += 1
             while in_flight:
                 await finish_oldest()
         finally:
-            for _, task in in_flight:
-                task.cancel()
-            for _, task in in_flight:
+            for _, previous in in_flight:
+                previous.task.cancel()
+            for _, previous in in_flight:
                 with contextlib.suppress(BaseException):
-                    await task
+                    await previous.task
         return done
 
     async def get(self, principal: Principal, owner: str, project_handle: str, text_id: str) -> EmbeddingRow:

@@ -27,6 +27,7 @@ from vdb_grpc.domain.llm import (
     require_owner_or_admin,
     resolve_owner,
 )
+from vdb_grpc.domain.retry import creating, update_or_create
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import instances as q
@@ -203,13 +204,31 @@ class Instances:
         if sets_key:
             self._require_cipher()  # refuse before touching the database
         v = replace(v, owner=owner)
+        return await update_or_create(
+            lambda: self._update_once(
+                principal, v, api_key, fields, allow_missing=allow_missing, clear_api_key=clear_api_key
+            )
+        )
+
+    async def _update_once(
+        self,
+        principal: Principal,
+        v: InstanceValues,
+        api_key: str,
+        fields: Collection[str],
+        *,
+        allow_missing: bool,
+        clear_api_key: bool,
+    ) -> tuple[InstanceRow, bool]:
+        owner = v.owner
+        sets_key = "api_key" in fields and bool(api_key)
         async with self._pool.acquire() as conn, conn.transaction():
             current = await q.get_instance(conn, owner, v.instance_handle, principal.user_handle, for_update=True)
             if current is None and allow_missing and (principal.is_admin or principal.is_user(owner)):
                 _check_new(v)
                 # Encrypts (or refuses for want of a key) before the INSERT; the transaction stores nothing else.
                 encrypted = self._encrypt(api_key, owner, v.instance_handle)
-                created = await q.insert_instance(conn, v, definition_id=None, encrypted_key=encrypted)
+                created = await creating(q.insert_instance(conn, v, definition_id=None, encrypted_key=encrypted))
                 return _seen_by(principal, created), True
             row = _visible(principal, owner, v.instance_handle, current)
             if not (principal.is_admin or row.role in WRITER_ROLES):

@@ -30,6 +30,7 @@ from typing import Literal
 import asyncpg
 
 from vdb_grpc.auth import Principal
+from vdb_grpc.domain.retry import creating, update_or_create
 from vdb_grpc.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -513,6 +514,19 @@ class Projects:
         if "description" in fields:
             _check_description(p.description)
         schema = _compile(p.metadata_schema) if "metadata_schema" in fields else None
+        return await update_or_create(
+            lambda: self._update_once(principal, p, fields, schema, allow_missing=allow_missing)
+        )
+
+    async def _update_once(
+        self,
+        principal: Principal,
+        p: ProjectInput,
+        fields: Collection[str],
+        schema: MetadataSchema | None,
+        *,
+        allow_missing: bool,
+    ) -> tuple[ProjectView, bool]:
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 access = await resolve_project_access(
@@ -529,7 +543,7 @@ class Projects:
                 if not allow_missing:
                     raise
                 owner = _owner_or_caller(principal, p.owner, "project.owner")
-                return await self._insert(conn, principal, owner, p), True
+                return await creating(self._insert(conn, principal, owner, p)), True
             instance_id = access.instance_id
             if "instance" in fields:
                 inst = await _bindable_instance(conn, principal, access.owner, p.instance)

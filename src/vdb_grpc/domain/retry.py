@@ -1,4 +1,7 @@
-"""Bounded retries of whole transactions that lost a concurrency conflict (deadlock, serialization failure).
+"""Bounded retries of whole transactions that lost a concurrency conflict.
+
+Two kinds: a deadlock or serialization failure (``retry_conflicts``), and an ``allow_missing`` update whose
+create lost the race to a concurrent create of the same resource (``update_or_create``).
 
 Writers order their row locks (an upload writes its rows in text_id order), so a deadlock of the service's own
 making should not occur; one that still does (a lock taken outside that order, a serialization failure of a
@@ -16,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+
+from vdb_grpc.errors import AlreadyExists
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +79,41 @@ async def retry_conflicts(
             log.info("%s: %s, retrying in %.0f ms (retry %d)", what, type(exc).__name__, delay * 1000, n + 1)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class LostCreateRace(Exception):
+    """An ``allow_missing`` create found its row taken by a concurrent create (never reaches a client)."""
+
+    def __init__(self, error: AlreadyExists) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def creating(insert: Awaitable[T]) -> T:
+    """Await the INSERT of an ``allow_missing`` update; its AlreadyExists becomes ``LostCreateRace``.
+
+    The INSERT waited for the concurrent creator's transaction (a unique index conflict waits for the other
+    transaction to end), so once this is raised the other row is committed and visible to a new transaction.
+    """
+    try:
+        return await insert
+    except AlreadyExists as exc:
+        raise LostCreateRace(exc) from None
+
+
+async def update_or_create(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run an update-with-``allow_missing`` transaction; if its create lost a race, run it once more.
+
+    The second attempt finds the row the winner created and updates it (reporting ``created`` false), so of
+    concurrent ``allow_missing`` updates of one absent resource all succeed and exactly one reports that it
+    created. When the second attempt loses too (the conflict was not the resource's own key, e.g. a user's
+    email taken), its AlreadyExists is the answer.
+    """
+    try:
+        return await attempt()
+    except LostCreateRace:
+        log.info("allow_missing create lost a race; updating the row the other call created")
+    try:
+        return await attempt()
+    except LostCreateRace as lost:
+        raise lost.error from None

@@ -11,6 +11,7 @@ import asyncpg
 from vdb_grpc.auth import SYSTEM_USER, Principal, PrincipalKind, hash_api_key, new_api_key
 from vdb_grpc.cache import CoherentCache
 from vdb_grpc.domain.access import require_admin, require_self_or_admin
+from vdb_grpc.domain.retry import creating, update_or_create
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import users as q
@@ -138,6 +139,11 @@ class Users:
         if "name" in fields:
             check_max_length(user.name, NAME_MAX, "user.name")
         _not_builtin(user.user_handle)
+        return await update_or_create(lambda: self._update_once(principal, user, fields, allow_missing=allow_missing))
+
+    async def _update_once(
+        self, principal: Principal, user: NewUser, fields: Collection[str], *, allow_missing: bool
+    ) -> UpdateResult:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await q.get_user(conn, user.user_handle, for_update=True)
             if current is None:
@@ -146,7 +152,9 @@ class Users:
                 require_admin(principal, "create users")
                 _validate_new(user)
                 key = new_api_key()
-                row = await q.insert_user(conn, user.user_handle, user.name, user.email, hash_api_key(key))
+                row = await creating(
+                    q.insert_user(conn, user.user_handle, user.name, user.email, hash_api_key(key))
+                )
                 return UpdateResult(user=row, created=True, api_key=key)
             name = user.name if "name" in fields else current.name
             email = user.email if "email" in fields else current.email
