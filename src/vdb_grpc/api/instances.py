@@ -99,8 +99,10 @@ class LlmInstanceServicer(llm_instance_pb2_grpc.LlmInstanceServiceServicer):
     async def DeleteInstance(
         self, request: pb.DeleteInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteInstanceResponse:
-        await self._instances.delete(principal(), request.owner, request.instance_handle)
-        return pb.DeleteInstanceResponse()
+        detached = await self._instances.delete(
+            principal(), request.owner, request.instance_handle, force=request.force
+        )
+        return pb.DeleteInstanceResponse(detached_projects=detached)
 
     async def ShareInstance(
         self, request: pb.ShareInstanceRequest, context: grpc.aio.ServicerContext
@@ -113,10 +115,10 @@ class LlmInstanceServicer(llm_instance_pb2_grpc.LlmInstanceServiceServicer):
     async def UnshareInstance(
         self, request: pb.UnshareInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnshareInstanceResponse:
-        removed = await self._instances.unshare(
-            principal(), request.owner, request.instance_handle, request.user_handle
+        removed, detached = await self._instances.unshare(
+            principal(), request.owner, request.instance_handle, request.user_handle, force=request.force
         )
-        return pb.UnshareInstanceResponse(removed=removed)
+        return pb.UnshareInstanceResponse(removed=removed, detached_projects=detached)
 
     async def ListInstanceShares(
         self, request: pb.ListInstanceSharesRequest, context: grpc.aio.ServicerContext

@@ -80,6 +80,14 @@ def _check_api_key(api_key: str) -> None:
     check_max_length(api_key, API_KEY_MAX, "instance.api_key")
 
 
+def _bound(message: str, projects: list[str]) -> FailedPrecondition:
+    """The refusal to remove an instance, or someone's access to it, while projects are bound to it."""
+    return FailedPrecondition(
+        message,
+        preconditions=[PreconditionViolation("INSTANCE_IN_USE", f"project:{p}", "is bound to the instance") for p in projects],
+    )
+
+
 class Instances:
     """Use cases of LlmInstanceService."""
 
@@ -265,8 +273,12 @@ class Instances:
                 ],
             )
 
-    async def delete(self, principal: Principal, owner: str, handle: str) -> None:
-        """Delete an instance (owner or admin); FAILED_PRECONDITION naming the projects that use it."""
+    async def delete(self, principal: Principal, owner: str, handle: str, *, force: bool = False) -> list[str]:
+        """Delete an instance (owner or admin); return the projects ``force`` unbound.
+
+        Raises:
+            FailedPrecondition: projects are bound to it (named, up to 20) and ``force`` is not set.
+        """
         owner = resolve_owner(principal, owner, "owner")
         require_owner_or_admin(principal, owner, "delete this instance")
         check_handle(handle, "instance_handle")
@@ -275,19 +287,22 @@ class Instances:
             row = await q.get_instance(conn, owner, handle, None, for_update=True)
             if row is None:
                 raise NotFound.resource_missing("instance", name, owner)
-            blockers = await q.projects_using(conn, row.instance_id)
-            if blockers:
-                raise FailedPrecondition(
-                    f"instance {name} is used by project(s) {', '.join(blockers)}"
-                    + (" …" if len(blockers) >= 20 else "")
-                    + "; delete them or bind them to another instance first",
-                    preconditions=[
-                        PreconditionViolation("INSTANCE_IN_USE", f"project:{b}", "is bound to the instance")
-                        for b in blockers
-                    ],
-                )
+            detached: list[str] = []
+            if force:
+                detached = await q.detach_projects(conn, row.instance_id, None)
+            else:
+                blockers = await q.projects_using(conn, row.instance_id)
+                if blockers:
+                    raise _bound(
+                        f"instance {name} is used by project(s) {', '.join(blockers)}"
+                        + (" …" if len(blockers) >= 20 else "")
+                        + "; delete them or bind them to another instance first, or delete with force to unbind "
+                        "them (they keep their embeddings)",
+                        blockers,
+                    )
             if not await q.delete_instance(conn, row.instance_id, name):  # pragma: no cover - locked above
                 raise NotFound.resource_missing("instance", name, owner)
+        return detached
 
     async def share(self, principal: Principal, owner: str, handle: str, user_handle: str, role: str) -> ShareRow:
         """Share the instance with ``user_handle`` as reader or editor, or change the role (owner or admin)."""
@@ -303,17 +318,41 @@ class Instances:
                 raise NotFound.resource_missing("instance", f"{owner}/{handle}", owner)
             return await share_q.upsert_share(conn, INSTANCE_SHARES, row.instance_id, user_handle, role)
 
-    async def unshare(self, principal: Principal, owner: str, handle: str, user_handle: str) -> bool:
-        """Withdraw ``user_handle``'s share (owner or admin); False when there was none."""
+    async def unshare(
+        self, principal: Principal, owner: str, handle: str, user_handle: str, *, force: bool = False
+    ) -> tuple[bool, list[str]]:
+        """Withdraw ``user_handle``'s share (owner or admin). Returns (removed, projects ``force`` unbound).
+
+        A withdrawn share must not stay in use: while projects of ``user_handle`` are bound to the instance the
+        share is kept and FAILED_PRECONDITION names them, unless ``force`` unbinds them in the same transaction
+        (they keep their embeddings and show ``instance_missing``). The instance row is locked FOR UPDATE, so a
+        concurrent binding (which locks it FOR SHARE) either commits first and is unbound here, or waits.
+        """
         owner = resolve_owner(principal, owner, "owner")
         require_owner_or_admin(principal, owner, "unshare this instance")
         check_handle(handle, "instance_handle")
         check_handle(user_handle, "user_handle")
+        name = f"{owner}/{handle}"
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await q.get_instance(conn, owner, handle, None)
+            row = await q.get_instance(conn, owner, handle, None, for_update=True)
             if row is None:
-                raise NotFound.resource_missing("instance", f"{owner}/{handle}", owner)
-            return await share_q.delete_share(conn, INSTANCE_SHARES, row.instance_id, user_handle)
+                raise NotFound.resource_missing("instance", name, owner)
+            detached: list[str] = []
+            if user_handle != owner:
+                if force:
+                    detached = await q.detach_projects(conn, row.instance_id, user_handle)
+                else:
+                    blockers = await q.projects_of_user_using(conn, row.instance_id, user_handle)
+                    if blockers:
+                        raise _bound(
+                            f"{user_handle}'s project(s) {', '.join(blockers)}"
+                            + (" …" if len(blockers) >= 20 else "")
+                            + f" are bound to instance {name}; unshare with force to unbind them (they keep their "
+                            "embeddings and can be bound to another instance)",
+                            blockers,
+                        )
+            removed = await share_q.delete_share(conn, INSTANCE_SHARES, row.instance_id, user_handle)
+        return removed, detached
 
     async def list_shares(
         self, principal: Principal, owner: str, handle: str, page_size: int, page_token: str

@@ -84,6 +84,7 @@ class ProjectAccess:
             (compile it with ``vdb_grpc.metadata_schema.compile_stored_schema``).
         public_read: Anyone may read the project.
         description: Free text.
+        instance_usable: The owner may still use the bound instance (see ``require_instance``).
     """
 
     project_id: int
@@ -96,6 +97,7 @@ class ProjectAccess:
     metadata_schema: str | None
     public_read: bool
     description: str
+    instance_usable: bool = True
 
     @property
     def name(self) -> str:
@@ -106,8 +108,19 @@ class ProjectAccess:
         """``(instance_id, dimensions)`` of the bound instance.
 
         Raises:
-            FailedPrecondition: the project has no instance (its instance's owner was deleted with force).
+            FailedPrecondition: the project has no instance (its instance's owner was deleted with force, or the
+                instance deleted or unshared with force), or its owner may no longer use the instance.
         """
+        if self.instance_id is not None and not self.instance_usable:
+            raise FailedPrecondition(
+                f"the owner of project {self.name!r} may no longer use instance {self.instance!r} (it is not shared "
+                "with them any more); rebind the project with UpdateProject",
+                preconditions=[
+                    PreconditionViolation(
+                        "INSTANCE_NOT_USABLE", f"instance:{self.instance}", f"not owned by or shared with {self.owner}"
+                    )
+                ],
+            )
         if self.instance_id is None or self.dimensions is None:
             raise FailedPrecondition(
                 NO_INSTANCE_MESSAGE,
@@ -272,6 +285,7 @@ async def resolve_project_access(
         metadata_schema=row.metadata_schema,
         public_read=row.public_read,
         description=row.description,
+        instance_usable=row.instance_usable,
     )
 
 

@@ -231,6 +231,8 @@ class Search:
                 dim = stored.dim  # same-dimension rows only, even if the instance changed since
                 leave_out: str | None = query.text_id
             else:
+                if access.instance_id is not None and not access.instance_usable:
+                    access.require_instance()  # refuses: the owner may no longer use the instance
                 if access.dimensions is None:
                     raise FailedPrecondition(
                         f"project {query.owner}/{query.project_handle} has no LLM service instance; "

@@ -264,6 +264,43 @@ async def projects_with_embeddings_using(conn: asyncpg.Connection, instance_id: 
     return [f"{r['owner']}/{r['project_handle']}" for r in rows]
 
 
+PROJECTS_OF_USER_USING = """
+SELECT p.owner, p.project_handle FROM projects p
+WHERE p.llm_service_instance_id = $1 AND p.owner = $2
+ORDER BY p.project_handle
+LIMIT $3
+"""
+
+
+async def projects_of_user_using(conn: asyncpg.Connection, instance_id: int, user: str, limit: int = 20) -> list[str]:
+    """Up to ``limit`` of ``user``'s projects ("owner/handle") bound to the instance."""
+    return [
+        f"{r['owner']}/{r['project_handle']}" for r in await conn.fetch(PROJECTS_OF_USER_USING, instance_id, user, limit)
+    ]
+
+
+# Unbinds projects (and their embeddings' instance reference) as DeleteUser with force does for other users'
+# projects: they keep their embeddings and show instance_missing until rebound. $2 NULL: every owner's projects.
+DETACH_PROJECTS = """
+WITH detached AS (
+    UPDATE projects p SET llm_service_instance_id = NULL, updated_at = now()
+    WHERE p.llm_service_instance_id = $1 AND ($2::text IS NULL OR p.owner = $2)
+    RETURNING p.project_id, p.owner, p.project_handle
+),
+unbound AS (
+    UPDATE embeddings e SET llm_service_instance_id = NULL
+    FROM detached d
+    WHERE e.project_id = d.project_id AND e.llm_service_instance_id = $1
+)
+SELECT owner, project_handle FROM detached ORDER BY owner, project_handle
+"""
+
+
+async def detach_projects(conn: asyncpg.Connection, instance_id: int, owner: str | None) -> list[str]:
+    """Unbind the projects bound to the instance (only ``owner``'s, or all for None); return their names."""
+    return [f"{r['owner']}/{r['project_handle']}" for r in await conn.fetch(DETACH_PROJECTS, instance_id, owner)]
+
+
 DELETE = "DELETE FROM llm_service_instances WHERE instance_id = $1"
 
 

@@ -37,6 +37,8 @@ class ProjectRow:
         instance_handle: Handle of the bound instance (None with instance_id).
         dimensions: Vector size of the bound instance (None with instance_id).
         share_role: The viewer's share role ("reader"/"editor"), None when not shared with them.
+        instance_usable: The owner still owns the bound instance or has it shared (read by ``get_project``
+            only; UnshareInstance unbinds projects, this guards against anything that bypassed it).
     """
 
     project_id: int
@@ -50,6 +52,7 @@ class ProjectRow:
     instance_handle: str | None
     dimensions: int | None
     share_role: str | None
+    instance_usable: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ def _project(r: asyncpg.Record) -> ProjectRow:
         instance_handle=r["instance_handle"],
         dimensions=r["dimensions"],
         share_role=r["share_role"],
+        instance_usable=r.get("instance_usable") is not False,
     )
 
 
@@ -103,7 +107,11 @@ def _json(value: Any) -> Any:
 PROJECT_SELECT = """
 SELECT p.project_id, p.owner, p.project_handle, p.description, p.metadata_scheme, p.public_read,
        p.llm_service_instance_id AS instance_id, i.owner AS instance_owner, i.instance_handle, i.dimensions,
-       s.role AS share_role
+       s.role AS share_role,
+       (i.owner = p.owner OR EXISTS (
+           SELECT 1 FROM llm_service_instances_shared_with u
+           WHERE u.instance_id = i.instance_id AND u.user_handle = p.owner
+       )) AS instance_usable
 FROM projects p
 LEFT JOIN llm_service_instances i ON i.instance_id = p.llm_service_instance_id
 LEFT JOIN projects_shared_with s ON s.project_id = p.project_id AND s.user_handle = $3

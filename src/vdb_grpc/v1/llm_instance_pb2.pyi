@@ -113,16 +113,20 @@ class UpdateInstanceResponse(_message.Message):
     def __init__(self, instance: _Optional[_Union[LlmInstance, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class DeleteInstanceRequest(_message.Message):
-    __slots__ = ("owner", "instance_handle")
+    __slots__ = ("owner", "instance_handle", "force")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     owner: str
     instance_handle: str
-    def __init__(self, owner: _Optional[str] = ..., instance_handle: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, owner: _Optional[str] = ..., instance_handle: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteInstanceResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("detached_projects",)
+    DETACHED_PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    detached_projects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, detached_projects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ShareInstanceRequest(_message.Message):
     __slots__ = ("owner", "instance_handle", "share")
@@ -141,20 +145,24 @@ class ShareInstanceResponse(_message.Message):
     def __init__(self, share: _Optional[_Union[_common_pb2.Share, _Mapping]] = ...) -> None: ...
 
 class UnshareInstanceRequest(_message.Message):
-    __slots__ = ("owner", "instance_handle", "user_handle")
+    __slots__ = ("owner", "instance_handle", "user_handle", "force")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_HANDLE_FIELD_NUMBER: _ClassVar[int]
     USER_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     owner: str
     instance_handle: str
     user_handle: str
-    def __init__(self, owner: _Optional[str] = ..., instance_handle: _Optional[str] = ..., user_handle: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, owner: _Optional[str] = ..., instance_handle: _Optional[str] = ..., user_handle: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class UnshareInstanceResponse(_message.Message):
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "detached_projects")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_PROJECTS_FIELD_NUMBER: _ClassVar[int]
     removed: bool
-    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+    detached_projects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[bool] = ..., detached_projects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListInstanceSharesRequest(_message.Message):
     __slots__ = ("owner", "instance_handle", "page_size", "page_token")

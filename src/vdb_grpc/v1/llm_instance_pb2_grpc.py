@@ -141,7 +141,9 @@ class LlmInstanceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteInstance(self, request, context):
-        """Deletes an instance (owner or admin). FAILED_PRECONDITION, naming the projects, while a project uses it.
+        """Deletes an instance (owner or admin). FAILED_PRECONDITION, naming the projects, while a project is bound to
+        it, unless `force`: then those projects (the owner's and other users') are unbound first; they keep their
+        embeddings and show `instance_missing` until UpdateProject binds them again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +159,9 @@ class LlmInstanceServiceServicer:
 
     def UnshareInstance(self, request, context):
         """Withdraws a share (owner or admin). Withdrawing a share that does not exist succeeds with removed = false.
+        While projects of that user are bound to the instance it is FAILED_PRECONDITION naming them, unless
+        `force`: then they are unbound (they keep their embeddings and show `instance_missing`), so withdrawn
+        access is never used again by uploads or searches.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
