@@ -135,3 +135,13 @@ async def vdb(db_uri: str, server_settings):  # type: ignore[no-untyped-def]
         await channel.close()
         await server.stop(None)
         await pool.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Scan every response, error and log record of the session for keys (tests/secrets_scan.py)."""
+    from harness import ADMIN_KEY, ENCRYPTION_KEY
+    from secrets_scan import SecretsScanPlugin
+
+    plugin = SecretsScanPlugin([ADMIN_KEY, ENCRYPTION_KEY])
+    plugin.install()
+    config.pluginmanager.register(plugin, "vdb-secrets-scan")
