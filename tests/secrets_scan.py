@@ -133,7 +133,7 @@ class SecretScanner:
         for record in self.records:
             try:
                 text = record.getMessage()
-            except Exception:  # noqa: BLE001 - a record whose arguments do not format: scan the template
+            except Exception:
                 text = str(record.msg)
             if record.exc_info:
                 text += "\n" + _FORMATTER.formatException(record.exc_info)
@@ -201,7 +201,9 @@ class SecretsScanPlugin:
         original = grpc.aio.insecure_channel
         recorder = _Recorder(self.scanner)
 
-        def insecure_channel(target: str, options: Any = None, compression: Any = None, interceptors: Any = None) -> Any:
+        def insecure_channel(
+            target: str, options: Any = None, compression: Any = None, interceptors: Any = None
+        ) -> Any:
             return original(target, options, compression, [*(interceptors or ()), recorder])
 
         self._original_channel = original

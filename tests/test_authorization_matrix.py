@@ -222,7 +222,10 @@ class World:
     async def freeze(self) -> None:
         """Copy every table (and sequence position) aside, and prepare the digest and restore statements."""
         async with self.vdb.pool.acquire() as conn:
-            tables = [r["t"] for r in await conn.fetch("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+            tables = [
+                r["t"]
+                for r in await conn.fetch("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            ]
             self._digest_sql = " UNION ALL ".join(
                 f"SELECT '{t}' AS t, md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) AS h FROM public.\"{t}\" x"
                 for t in tables
@@ -259,7 +262,9 @@ async def _make_world(vdb: Harness) -> World:
     await share_instance(vdb, "alice", "inst", "rita", "reader")
     await create_definition(vdb, alice, "defn")
     await vdb.definitions.ShareDefinition(
-        dpb.ShareDefinitionRequest(owner="alice", definition_handle="defn", share=cpb.Share(user_handle="rita", role="reader")),
+        dpb.ShareDefinitionRequest(
+            owner="alice", definition_handle="defn", share=cpb.Share(user_handle="rita", role="reader")
+        ),
         metadata=ADMIN,
     )
     await vdb.standards.CreateApiStandard(
@@ -270,12 +275,16 @@ async def _make_world(vdb: Harness) -> World:
     )
     for handle, public in (("proj", False), ("pub", True)):
         await vdb.projects.CreateProject(
-            ppb.CreateProjectRequest(project=ppb.Project(project_handle=handle, instance="alice/inst", public_read=public)),
+            ppb.CreateProjectRequest(
+                project=ppb.Project(project_handle=handle, instance="alice/inst", public_read=public)
+            ),
             metadata=bearer(alice),
         )
         for user, role in (("eddie", "editor"), ("rita", "reader")):
             await vdb.projects.ShareProject(
-                ppb.ShareProjectRequest(owner="alice", project_handle=handle, share=cpb.Share(user_handle=user, role=role)),
+                ppb.ShareProjectRequest(
+                    owner="alice", project_handle=handle, share=cpb.Share(user_handle=user, role=role)
+                ),
                 metadata=bearer(alice),
             )
         await vdb.embeddings.UpsertEmbeddings(
@@ -351,7 +360,9 @@ async def test_the_digest_notices_a_change_and_restore_undoes_it(
 async def _check_digest(vdb: Harness, caller: str) -> None:
     world = await _make_world(vdb)
     before = await world.digest()
-    await vdb.pool.execute("UPDATE projects SET updated_at = updated_at + interval '1 second' WHERE project_handle = 'pub'")
+    await vdb.pool.execute(
+        "UPDATE projects SET updated_at = updated_at + interval '1 second' WHERE project_handle = 'pub'"
+    )
     assert await world.digest() != before
     await world.restore()
     assert await world.digest() == before

@@ -99,7 +99,7 @@ async def test_sixteen_writers_on_overlapping_text_ids(db_uri: str, server_setti
             assert (w, b) in writes[text_id], f"{text_id} holds a value no batch containing it wrote"
             assert vector == _vector(w, b), f"{text_id}: vector and metadata come from different batches"
         assert searches > 0
-        print(  # noqa: T201 - the figures of docs/reliability.md
+        print(
             f"\n{WRITERS} writers x {BATCHES} batches x {BATCH} ids of {POOL_IDS}: {len(results)} batches OK, "
             f"0 ABORTED, {elapsed:.2f}s, {retries} conflict retries, {searches} searches alongside"
         )

@@ -25,7 +25,9 @@ def test_a_key_in_a_response_error_or_log_record_is_found() -> None:
     assert scanner.find(f"bearer {ADMIN_KEY}") == ADMIN_KEY
     assert scanner.find("a short key, and " + KEY[:63]) is None
     scanner.texts.append(("response of /X", f"api_key: {KEY}"))
-    record = logging.LogRecord("vdb_grpc.x", logging.ERROR, __file__, 1, "failed with %s", ("sk-provider-secret-value-123",), None)
+    record = logging.LogRecord(
+        "vdb_grpc.x", logging.ERROR, __file__, 1, "failed with %s", ("sk-provider-secret-value-123",), None
+    )
     scanner.records.append(record)
     hits = scanner.drain()
     assert len(hits) == 2 and "response of /X" in hits[0] and "log record of vdb_grpc.x" in hits[1]
@@ -34,7 +36,9 @@ def test_a_key_in_a_response_error_or_log_record_is_found() -> None:
 
 def test_an_issued_key_is_learned_and_its_one_legitimate_place_not_reported() -> None:
     scanner = SecretScanner()
-    scanner.record_response("/UserService/CreateUser", upb.CreateUserResponse(user=upb.User(user_handle="a"), api_key=KEY))
+    scanner.record_response(
+        "/UserService/CreateUser", upb.CreateUserResponse(user=upb.User(user_handle="a"), api_key=KEY)
+    )
     assert KEY in scanner.hex_secrets
     assert scanner.drain() == []
     scanner.record_response("/UserService/GetUser", upb.GetUserResponse(user=upb.User(user_handle="a", name=KEY)))

@@ -74,7 +74,9 @@ def unshare(force: bool = False) -> ipb.UnshareInstanceRequest:
 
 
 async def test_unshare_is_refused_while_the_users_projects_are_bound(world: World) -> None:
-    err = await rpc_error(world.vdb.instances.UnshareInstance(unshare(), metadata=bearer(world.alice)), C.FAILED_PRECONDITION)
+    err = await rpc_error(
+        world.vdb.instances.UnshareInstance(unshare(), metadata=bearer(world.alice)), C.FAILED_PRECONDITION
+    )
     assert "rita/rproj" in (err.details() or "") and "force" in (err.details() or "")
     assert [v.subject for d in status_details(err) for v in getattr(d, "violations", [])] == ["project:rita/rproj"]
     # nothing changed: the share and the binding stay, rita still uploads
@@ -108,7 +110,9 @@ async def test_unshare_with_force_unbinds_the_users_projects_and_they_keep_their
 
 async def test_delete_instance_is_refused_while_bound_and_unbinds_everyone_with_force(world: World) -> None:
     delete = ipb.DeleteInstanceRequest(owner="alice", instance_handle="emb")
-    err = await rpc_error(world.vdb.instances.DeleteInstance(delete, metadata=bearer(world.alice)), C.FAILED_PRECONDITION)
+    err = await rpc_error(
+        world.vdb.instances.DeleteInstance(delete, metadata=bearer(world.alice)), C.FAILED_PRECONDITION
+    )
     assert "alice/aproj" in (err.details() or "") and "rita/rproj" in (err.details() or "")
     assert await world.vdb.pool.fetchval("SELECT count(*) FROM llm_service_instances") == 1
 

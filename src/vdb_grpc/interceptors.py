@@ -137,9 +137,9 @@ def _may_have_changed(exc: Exception, principal: Principal, handling: bool, requ
     A domain refusal (``VdbError``) of a unary-request RPC means its one transaction rolled back: nothing
     changed, so the authorization caches stay and no replica is notified (refused calls must not amplify into
     cache flushes and NOTIFYs). A request-streaming RPC commits per message, so a refusal after the handler
-    started (``handling``) may follow committed messages: that still counts as a change, unless the caller is anonymous (who
-    can change nothing). Anything else (INTERNAL, CANCELLED, a lost connection) leaves the outcome unknown and
-    counts as a change.
+    started (``handling``) may follow committed messages: that still counts as a change, unless the caller is
+    anonymous (who can change nothing). Anything else (INTERNAL, CANCELLED, a lost connection) leaves the
+    outcome unknown and counts as a change.
     """
     if not isinstance(exc, errors.VdbError):
         return True

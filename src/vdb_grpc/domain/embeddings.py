@@ -13,9 +13,15 @@ Uploads
 Streaming ingest
     Each stream message is a batch committed in its own transaction, in order. Two batches are in flight: while
     batch k commits, batch k+1 is received, converted, checked and written (once k has written its rows), and
-    commits only after batch k has (rolled back if k failed). Every batch is authorized again. A failing batch ends the stream with its error, prefixed ``batch k`` (0-based)
-    and carrying a ``google.rpc.ErrorInfo`` that says how many batches and embeddings were committed before it:
-    exactly batches 0 … k-1; batch k and anything the client sent after it are not stored.
+    commits only after batch k has (rolled back if k failed). Every batch is authorized again. A failing batch
+    ends the stream with its error, prefixed ``batch k`` (0-based) and carrying a ``google.rpc.ErrorInfo`` that
+    says how many batches and embeddings were committed before it: exactly batches 0 … k-1; batch k and anything
+    the client sent after it are not stored.
+
+Lock order and conflicts
+    A batch writes its rows in text_id order (``vdb_grpc.queries.embeddings``), so overlapping batches wait for
+    each other instead of deadlocking; a deadlock or serialization failure that still happens is retried as a
+    whole transaction (``vdb_grpc.domain.retry``) before the client sees ABORTED.
 
 Permissions come from ``resolve_project_access`` (projects module): upload and delete need "write" (admin,
 owner, editor), reading needs "read" (also readers, and anyone for public_read projects).
@@ -36,8 +42,8 @@ import numpy as np
 
 from vdb_grpc.auth import Principal
 from vdb_grpc.db import halfvec_wire
-from vdb_grpc.domain.retry import retry_conflicts
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
+from vdb_grpc.domain.retry import retry_conflicts
 from vdb_grpc.errors import (
     ErrorInfo,
     FieldViolation,
@@ -67,6 +73,9 @@ SHOWN_TEXT_ID = 60
 #: Metadata is stored as compact JSON; NaN and infinity are refused (JSON has no spelling for them).
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 NOTHING_STORED = "; nothing was stored"
+METADATA_REQUIRED = (
+    "is required: the project has a metadata_schema (only a re-upload may leave it out, keeping the stored metadata)"
+)
 #: Stream batches in flight at once: one being committed while the next is written (see ``Embeddings._commit``).
 STREAM_DEPTH = 2
 #: Resolves the caller's key again (``vdb_grpc.auth.current_reauthenticate``); raises UNAUTHENTICATED when revoked.
@@ -304,8 +313,13 @@ def _check_vectors(batch: UploadBatch, dims: int, instance: str, problems: _Prob
     return half
 
 
-def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems) -> str:
+def _check_metadata(
+    batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems, stored: frozenset[str] | None = None
+) -> str:
     """Check every item's metadata; return the batch's metadata as one JSON array (null where not given).
+
+    ``stored``: the batch's text_ids already stored in the project (None: unknown, taken as none). Left-out
+    metadata keeps a stored row's value, which satisfies the schema; for a new row it is refused.
 
     One encoder call for the whole batch (the per-item work is the schema check, when there is a schema); only
     when that call fails, or finds a NUL character, are the items looked at one by one to name the culprits.
@@ -318,9 +332,10 @@ def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems:
         problems.add(i, "metadata", description)
 
     for i, value in enumerate(values):
-        # None (left out) keeps a replaced row's stored metadata, which satisfies the schema; for a new row it
-        # is refused at the upsert (``Embeddings._refuse_new_without_metadata``), which knows which rows are new.
-        if value is not None and not isinstance(value, dict):
+        if value is None:
+            if schema is not None and (stored is None or batch.text_ids[i] not in stored):
+                bad(i, METADATA_REQUIRED)
+        elif not isinstance(value, dict):
             bad(i, f"must be a JSON object, not {type(value).__name__}")
     try:
         text = _JSON.encode(values)
@@ -348,8 +363,12 @@ def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems:
     return text
 
 
-def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | None) -> _Prepared:
+def prepare_batch(
+    batch: UploadBatch, target: _Target, schema: MetadataSchema | None, stored: frozenset[str] | None = None
+) -> _Prepared:
     """Check every item of ``batch`` against ``target`` and encode it for the upsert.
+
+    ``stored``: which of the batch's text_ids the project already holds, when known (see ``_check_metadata``).
 
     Raises:
         InvalidArgument: one or more items fail; every problem of every item is listed (see ``_Problems``).
@@ -370,7 +389,7 @@ def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | 
     for i, text in enumerate(batch.texts):
         if text is not None and "\x00" in text:
             problems.add(i, "text", "must not contain NUL characters (PostgreSQL text cannot hold them)")
-    metadata_json = _check_metadata(batch, schema, problems)
+    metadata_json = _check_metadata(batch, schema, problems, stored)
     if problems.items:
         raise problems.error()
     return _Prepared(
@@ -388,12 +407,7 @@ def _new_without_metadata(text_ids: list[str], missing: tuple[str, ...]) -> Inva
     wanted = set(missing)
     for i, text_id in enumerate(text_ids):
         if text_id in wanted:
-            problems.add(
-                i,
-                "metadata",
-                "is required for a new embedding: the project has a metadata_schema (only a re-upload may leave it "
-                "out, keeping the stored metadata)",
-            )
+            problems.add(i, "metadata", METADATA_REQUIRED)
     return problems.error()
 
 
@@ -493,8 +507,8 @@ class Embeddings:
             schema_text=access.metadata_schema or None,
         )
 
-    def _prepare(self, batch: UploadBatch, target: _Target) -> _Prepared:
-        return prepare_batch(batch, target, self._schema(target.schema_text))
+    def _prepare(self, batch: UploadBatch, target: _Target, stored: frozenset[str] | None = None) -> _Prepared:
+        return prepare_batch(batch, target, self._schema(target.schema_text), stored)
 
     async def _commit(
         self,
@@ -556,8 +570,14 @@ class Embeddings:
         async with self._pool.acquire() as conn, conn.transaction():
             access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="share")
             target = self._target(access)
+            stored: frozenset[str] | None = None
+            if target.schema_text:
+                left_out = [t for t, m in zip(batch.text_ids, batch.metadata, strict=True) if m is None]
+                if left_out:  # which of them are re-uploads (they keep their metadata) is known only here
+                    stored = frozenset(await q.stored_text_ids(conn, target.project_id, left_out))
+                    prepared = None
             if prepared is None or prepared.target != target:
-                prepared = self._prepare(batch, target)
+                prepared = self._prepare(batch, target, stored)
             counts = UpsertCounts(0, 0)
             if prepared.text_ids:
                 counts = await q.upsert_embeddings(
@@ -572,7 +592,8 @@ class Embeddings:
                     metadata_json=prepared.metadata_json,
                 )
             if counts.new_without_metadata and target.schema_text:
-                raise _new_without_metadata(prepared.text_ids, counts.new_without_metadata)  # rolls back
+                # a row deleted since stored_text_ids was read: refused all the same, rolled back
+                raise _new_without_metadata(prepared.text_ids, counts.new_without_metadata)
             if written is not None:
                 written.set()
             if after is not None:

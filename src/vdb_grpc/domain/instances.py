@@ -84,7 +84,9 @@ def _bound(message: str, projects: list[str]) -> FailedPrecondition:
     """The refusal to remove an instance, or someone's access to it, while projects are bound to it."""
     return FailedPrecondition(
         message,
-        preconditions=[PreconditionViolation("INSTANCE_IN_USE", f"project:{p}", "is bound to the instance") for p in projects],
+        preconditions=[
+            PreconditionViolation("INSTANCE_IN_USE", f"project:{p}", "is bound to the instance") for p in projects
+        ],
     )
 
 

@@ -152,9 +152,7 @@ class Users:
                 require_admin(principal, "create users")
                 _validate_new(user)
                 key = new_api_key()
-                row = await creating(
-                    q.insert_user(conn, user.user_handle, user.name, user.email, hash_api_key(key))
-                )
+                row = await creating(q.insert_user(conn, user.user_handle, user.name, user.email, hash_api_key(key)))
                 return UpdateResult(user=row, created=True, api_key=key)
             name = user.name if "name" in fields else current.name
             email = user.email if "email" in fields else current.email

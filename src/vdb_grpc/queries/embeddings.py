@@ -108,6 +108,14 @@ async def upsert_embeddings(
     )
 
 
+STORED_TEXT_IDS = "SELECT text_id FROM embeddings WHERE project_id = $1 AND text_id = ANY($2::text[])"
+
+
+async def stored_text_ids(conn: asyncpg.Connection, project_id: int, text_ids: list[str]) -> list[str]:
+    """Which of ``text_ids`` the project holds (one index probe each)."""
+    return [r["text_id"] for r in await conn.fetch(STORED_TEXT_IDS, project_id, text_ids)]
+
+
 _SELECT_EMBEDDING = """
 SELECT e.text_id, e.vector_dim, {vector} AS vector, e.text, e.metadata,
        coalesce(i.owner || '/' || i.instance_handle, '') AS instance

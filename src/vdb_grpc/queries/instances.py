@@ -275,7 +275,8 @@ LIMIT $3
 async def projects_of_user_using(conn: asyncpg.Connection, instance_id: int, user: str, limit: int = 20) -> list[str]:
     """Up to ``limit`` of ``user``'s projects ("owner/handle") bound to the instance."""
     return [
-        f"{r['owner']}/{r['project_handle']}" for r in await conn.fetch(PROJECTS_OF_USER_USING, instance_id, user, limit)
+        f"{r['owner']}/{r['project_handle']}"
+        for r in await conn.fetch(PROJECTS_OF_USER_USING, instance_id, user, limit)
     ]
 
 
