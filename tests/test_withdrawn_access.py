@@ -3,6 +3,8 @@ are bound to it, or unbind them with ``force``; uploads and searches refuse an i
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -150,3 +152,35 @@ async def test_uploads_and_searches_refuse_an_instance_the_owner_may_no_longer_u
     await rpc_error(world.search(world.rita, "rita", "rproj"), C.FAILED_PRECONDITION)
     assert await world.embeddings("rita", "rproj") == 1
     await world.upload(world.alice, "alice", "aproj")  # the owner's own project is fine
+
+
+async def test_unshare_with_force_racing_uploads_is_never_aborted(world: World) -> None:
+    """Uploads lock project then instance; the unshare locks the instance, then unbinds the project. Whoever
+    loses a deadlock between them is retried inside the service: no ABORTED, and no upload lands after."""
+    vdb = world.vdb
+    for _ in range(5):
+
+        async def upload(n: int) -> str:
+            try:
+                await world.upload(world.rita, "rita", "rproj", f"u{n}")
+            except grpc.aio.AioRpcError as err:
+                return err.code().name
+            return "OK"
+
+        results = await asyncio.gather(
+            *(upload(n) for n in range(4)),
+            vdb.instances.UnshareInstance(unshare(force=True), metadata=bearer(world.alice)),
+        )
+        codes, resp = results[:4], results[4]
+        assert list(resp.detached_projects) == ["rita/rproj"]
+        assert set(codes) <= {"OK", "FAILED_PRECONDITION"}, codes
+        await rpc_error(world.upload(world.rita, "rita", "rproj", "late"), C.FAILED_PRECONDITION)
+        # bind again for the next round
+        await share_instance(vdb, "alice", "emb", "rita", "reader")
+        await vdb.projects.UpdateProject(
+            ppb.UpdateProjectRequest(
+                project=ppb.Project(project_handle="rproj", instance="alice/emb"),
+                update_mask=FieldMask(paths=["instance"]),
+            ),
+            metadata=bearer(world.rita),
+        )

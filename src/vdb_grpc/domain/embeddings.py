@@ -758,10 +758,18 @@ class Embeddings:
                 raise _missing(access, text_id)
 
     async def delete_all(self, principal: Principal, owner: str, project_handle: str) -> int:
-        """Delete every embedding of a project; return how many there were."""
-        async with self._pool.acquire() as conn:
-            access = await resolve_project_access(conn, principal, owner, project_handle, "write")
-            return await q.delete_all_embeddings(conn, access.project_id)
+        """Delete every embedding of a project; return how many there were.
+
+        The project row is locked FOR UPDATE first: uploads (which lock it FOR SHARE before any embedding row)
+        wait for the delete, or it for them, instead of meeting it row by row in another order.
+        """
+
+        async def attempt() -> int:
+            async with self._pool.acquire() as conn, conn.transaction():
+                access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="update")
+                return await q.delete_all_embeddings(conn, access.project_id)
+
+        return await retry_conflicts(attempt, f"delete the embeddings of {owner}/{project_handle}")
 
 
 def _missing(access: ProjectAccess, text_id: str) -> NotFound:

@@ -8,6 +8,7 @@ No plaintext key is logged, put into an error message or returned.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
@@ -27,7 +28,7 @@ from vdb_grpc.domain.llm import (
     require_owner_or_admin,
     resolve_owner,
 )
-from vdb_grpc.domain.retry import creating, update_or_create
+from vdb_grpc.domain.retry import creating, retry_conflicts, update_or_create
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import instances as q
@@ -275,7 +276,7 @@ class Instances:
                 ],
             )
 
-    async def delete(self, principal: Principal, owner: str, handle: str, *, force: bool = False) -> list[str]:
+    async def delete(self, principal: Principal, owner: str, handle: str, *, force: bool = False) -> builtins.list[str]:
         """Delete an instance (owner or admin); return the projects ``force`` unbound.
 
         Raises:
@@ -285,26 +286,30 @@ class Instances:
         require_owner_or_admin(principal, owner, "delete this instance")
         check_handle(handle, "instance_handle")
         name = f"{owner}/{handle}"
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await q.get_instance(conn, owner, handle, None, for_update=True)
-            if row is None:
-                raise NotFound.resource_missing("instance", name, owner)
-            detached: list[str] = []
-            if force:
-                detached = await q.detach_projects(conn, row.instance_id, None)
-            else:
-                blockers = await q.projects_using(conn, row.instance_id)
-                if blockers:
-                    raise _bound(
-                        f"instance {name} is used by project(s) {', '.join(blockers)}"
-                        + (" …" if len(blockers) >= 20 else "")
-                        + "; delete them or bind them to another instance first, or delete with force to unbind "
-                        "them (they keep their embeddings)",
-                        blockers,
-                    )
-            if not await q.delete_instance(conn, row.instance_id, name):  # pragma: no cover - locked above
-                raise NotFound.resource_missing("instance", name, owner)
-        return detached
+
+        async def attempt() -> builtins.list[str]:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await q.get_instance(conn, owner, handle, None, for_update=True)
+                if row is None:
+                    raise NotFound.resource_missing("instance", name, owner)
+                detached: builtins.list[str] = []
+                if force:
+                    detached = await q.detach_projects(conn, row.instance_id, None)
+                else:
+                    blockers = await q.projects_using(conn, row.instance_id)
+                    if blockers:
+                        raise _bound(
+                            f"instance {name} is used by project(s) {', '.join(blockers)}"
+                            + (" …" if len(blockers) >= 20 else "")
+                            + "; delete them or bind them to another instance first, or delete with force to unbind "
+                            "them (they keep their embeddings)",
+                            blockers,
+                        )
+                if not await q.delete_instance(conn, row.instance_id, name):  # pragma: no cover - locked above
+                    raise NotFound.resource_missing("instance", name, owner)
+            return detached
+
+        return await retry_conflicts(attempt, f"delete instance {name}")
 
     async def share(self, principal: Principal, owner: str, handle: str, user_handle: str, role: str) -> ShareRow:
         """Share the instance with ``user_handle`` as reader or editor, or change the role (owner or admin)."""
@@ -322,7 +327,7 @@ class Instances:
 
     async def unshare(
         self, principal: Principal, owner: str, handle: str, user_handle: str, *, force: bool = False
-    ) -> tuple[bool, list[str]]:
+    ) -> tuple[bool, builtins.list[str]]:
         """Withdraw ``user_handle``'s share (owner or admin). Returns (removed, projects ``force`` unbound).
 
         A withdrawn share must not stay in use: while projects of ``user_handle`` are bound to the instance the
@@ -335,26 +340,30 @@ class Instances:
         check_handle(handle, "instance_handle")
         check_handle(user_handle, "user_handle")
         name = f"{owner}/{handle}"
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await q.get_instance(conn, owner, handle, None, for_update=True)
-            if row is None:
-                raise NotFound.resource_missing("instance", name, owner)
-            detached: list[str] = []
-            if user_handle != owner:
-                if force:
-                    detached = await q.detach_projects(conn, row.instance_id, user_handle)
-                else:
-                    blockers = await q.projects_of_user_using(conn, row.instance_id, user_handle)
-                    if blockers:
-                        raise _bound(
-                            f"{user_handle}'s project(s) {', '.join(blockers)}"
-                            + (" …" if len(blockers) >= 20 else "")
-                            + f" are bound to instance {name}; unshare with force to unbind them (they keep their "
-                            "embeddings and can be bound to another instance)",
-                            blockers,
-                        )
-            removed = await share_q.delete_share(conn, INSTANCE_SHARES, row.instance_id, user_handle)
-        return removed, detached
+
+        async def attempt() -> tuple[bool, builtins.list[str]]:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await q.get_instance(conn, owner, handle, None, for_update=True)
+                if row is None:
+                    raise NotFound.resource_missing("instance", name, owner)
+                detached: builtins.list[str] = []
+                if user_handle != owner:
+                    if force:
+                        detached = await q.detach_projects(conn, row.instance_id, user_handle)
+                    else:
+                        blockers = await q.projects_of_user_using(conn, row.instance_id, user_handle)
+                        if blockers:
+                            raise _bound(
+                                f"{user_handle}'s project(s) {', '.join(blockers)}"
+                                + (" …" if len(blockers) >= 20 else "")
+                                + f" are bound to instance {name}; unshare with force to unbind them (they keep their "
+                                "embeddings and can be bound to another instance)",
+                                blockers,
+                            )
+                removed = await share_q.delete_share(conn, INSTANCE_SHARES, row.instance_id, user_handle)
+            return removed, detached
+
+        return await retry_conflicts(attempt, f"unshare instance {name}")
 
     async def list_shares(
         self, principal: Principal, owner: str, handle: str, page_size: int, page_token: str

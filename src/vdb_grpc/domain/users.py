@@ -11,7 +11,7 @@ import asyncpg
 from vdb_grpc.auth import SYSTEM_USER, Principal, PrincipalKind, hash_api_key, new_api_key
 from vdb_grpc.cache import CoherentCache
 from vdb_grpc.domain.access import require_admin, require_self_or_admin
-from vdb_grpc.domain.retry import creating, update_or_create
+from vdb_grpc.domain.retry import creating, retry_conflicts, update_or_create
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import users as q
@@ -165,26 +165,30 @@ class Users:
         """Delete a user and all they own; return the other users' projects that lost their instance."""
         require_self_or_admin(principal, handle, "delete this user")
         _not_builtin(handle)
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await q.get_user(conn, handle, for_update=True) is None:
-                raise NotFound.resource_missing("user", handle)
-            blockers = [f"{o}/{p}" for o, p in await q.dependent_projects(conn, handle)]
-            if blockers and not force:
-                raise FailedPrecondition(
-                    f"user {handle!r} owns instances used by other users' projects: {', '.join(blockers[:20])}"
-                    + (" …" if len(blockers) > 20 else "")
-                    + "; delete with force to detach them",
-                    preconditions=[
-                        PreconditionViolation(
-                            "INSTANCE_IN_USE", f"project:{b}", "project is bound to an instance of the user"
-                        )
-                        for b in blockers
-                    ],
-                )
-            if blockers:
-                await q.detach_dependent_projects(conn, handle)
-            await q.delete_user(conn, handle)
-        return blockers
+
+        async def attempt() -> builtins.list[str]:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await q.get_user(conn, handle, for_update=True) is None:
+                    raise NotFound.resource_missing("user", handle)
+                blockers = [f"{o}/{p}" for o, p in await q.dependent_projects(conn, handle)]
+                if blockers and not force:
+                    raise FailedPrecondition(
+                        f"user {handle!r} owns instances used by other users' projects: {', '.join(blockers[:20])}"
+                        + (" …" if len(blockers) > 20 else "")
+                        + "; delete with force to detach them",
+                        preconditions=[
+                            PreconditionViolation(
+                                "INSTANCE_IN_USE", f"project:{b}", "project is bound to an instance of the user"
+                            )
+                            for b in blockers
+                        ],
+                    )
+                if blockers:
+                    await q.detach_dependent_projects(conn, handle)
+                await q.delete_user(conn, handle)
+            return blockers
+
+        return await retry_conflicts(attempt, f"delete user {handle}")
 
     async def rotate_key(self, principal: Principal, handle: str) -> str:
         """Replace the user's key; the old one stops working with this transaction's commit."""
