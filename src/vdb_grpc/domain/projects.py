@@ -15,9 +15,11 @@ Permission is checked before existence: a caller who could not see the project g
 admin, and the user named as its owner — are told NOT_FOUND.
 
 A project is bound to one instance, which its owner must own or have shared with them (any role). When the
-instance's owner is deleted with ``force``, other users' projects bound to it keep their embeddings but lose
-the binding: they report ``instance_missing`` and refuse uploads and searches (``NO_INSTANCE_MESSAGE``) until
-UpdateProject binds them to an instance again.
+instance's owner is deleted with ``force`` (or the instance is deleted, or unshared from the project's owner,
+with ``force``), the projects bound to it keep their embeddings but lose the binding: they report
+``instance_missing`` and refuse uploads and searches (``NO_INSTANCE_MESSAGE``) until UpdateProject binds them
+to an instance again. A binding to an instance the owner may no longer use (``ProjectAccess.instance_usable``)
+is refused the same way.
 """
 
 from __future__ import annotations
