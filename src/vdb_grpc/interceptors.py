@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
 from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
+from vdb_grpc.runtime import read_routing
+from vdb_grpc.runtime.logging import request_id as request_id_var
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vdb_grpc.access")
@@ -53,6 +56,23 @@ ERROR_DOMAIN = "vdb-grpc"
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 KeyResolver = Callable[[str], Awaitable[Principal | None]]
+
+
+class RpcObserver(Protocol):
+    """Receives every call's start, messages and end (``vdb_grpc.runtime.metrics.Metrics``)."""
+
+    def rpc_started(self, method: str, rpc_type: str) -> None: ...
+
+    def rpc_handled(self, method: str, rpc_type: str, code: str, seconds: float) -> None: ...
+
+    def msg_in(self, method: str, rpc_type: str) -> None: ...
+
+    def msg_out(self, method: str, rpc_type: str) -> None: ...
+
+
+#: Called after authentication with the principal and the peer; raises a VdbError to refuse the call
+#: (``vdb_grpc.runtime.ratelimit.RateLimiter.admit``).
+Admission = Callable[[Principal, str], None]
 
 
 def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
@@ -99,6 +119,10 @@ def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Statu
         details.append(
             error_details_pb2.ErrorInfo(reason=exc.info.reason, domain=ERROR_DOMAIN, metadata=dict(exc.info.metadata))
         )
+    if exc.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, math.ceil(exc.retry_after_seconds * 1e9)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for d in details:
         a = any_pb2.Any()
@@ -129,16 +153,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         admin_key: str | None,
         resolve_user_key: KeyResolver,
         on_access_change: Callable[[], None] | None = None,
+        observer: RpcObserver | None = None,
+        admit: Admission | None = None,
+        access_log_mode: str = "errors",
     ) -> None:
         """Args:
         admin_key: the admin's bearer key (None: no admin).
         resolve_user_key: user key → principal (None for an unknown key).
         on_access_change: called when an RPC that may change keys or permissions ends (``vdb_grpc.cache``).
+        observer: told of every call's start, messages and end (metrics); None: nobody.
+        admit: may refuse an authenticated call (rate limits); None: every call is admitted.
+        access_log_mode: "all" (an INFO access record per call), "errors" (successful calls at DEBUG) or "off".
         """
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
         self._on_access_change = on_access_change
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._observer = observer
+        self._admit = admit
+        self._access_log_mode = access_log_mode
 
     async def intercept_service(
         self,
@@ -160,25 +193,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         bump = self._on_access_change if mutates_access(method) else None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, bump),
+                self._wrap_unary(method, handler.unary_unary, bump, "unary"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, bump),
+                self._wrap_unary(method, handler.stream_unary, bump, "client_stream"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, bump),
+                self._wrap_stream(method, handler.unary_stream, bump, "server_stream"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.stream_stream, bump),
+                self._wrap_stream(method, handler.stream_stream, bump, "bidi_stream"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -196,17 +229,30 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return principal
 
     def _wrap_unary(
-        self, method: str, behavior: Callable[..., Awaitable[Any]], bump: Callable[[], None] | None
+        self,
+        method: str,
+        behavior: Callable[..., Awaitable[Any]],
+        bump: Callable[[], None] | None,
+        rpc_type: str = "unary",
     ) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = uuid.uuid4().hex[:16]
             started = time.perf_counter()
             principal: Principal = ANONYMOUS
             code = grpc.StatusCode.OK
+            self._begin(method, rpc_type, request_id)
             try:
                 principal = await self._authenticate(context)
                 current_principal.set(principal)
-                return await behavior(request, context)
+                self._admitted(method, principal, context)
+                if rpc_type == "client_stream":
+                    request = self._counted(method, rpc_type, request)
+                elif self._observer is not None:
+                    self._observer.msg_in(method, rpc_type)
+                response = await behavior(request, context)
+                if self._observer is not None:
+                    self._observer.msg_out(method, rpc_type)
+                return response
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
@@ -218,22 +264,35 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if bump is not None:  # after the change committed (or failed): cached answers may be stale
                     bump()
-                self._log(method, code, principal, request_id, started)
+                self._end(method, rpc_type, code, principal, request_id, started, context)
 
         return wrapper
 
     def _wrap_stream(
-        self, method: str, behavior: Callable[..., AsyncIterator[Any]], bump: Callable[[], None] | None
+        self,
+        method: str,
+        behavior: Callable[..., AsyncIterator[Any]],
+        bump: Callable[[], None] | None,
+        rpc_type: str = "server_stream",
     ) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id = uuid.uuid4().hex[:16]
             started = time.perf_counter()
             principal: Principal = ANONYMOUS
             code = grpc.StatusCode.OK
+            self._begin(method, rpc_type, request_id)
             try:
                 principal = await self._authenticate(context)
                 current_principal.set(principal)
+                self._admitted(method, principal, context)
+                if rpc_type == "bidi_stream":
+                    request = self._counted(method, rpc_type, request)
+                elif self._observer is not None:
+                    self._observer.msg_in(method, rpc_type)
+                observer = self._observer
                 async for item in behavior(request, context):
+                    if observer is not None:
+                        observer.msg_out(method, rpc_type)
                     yield item
             except grpc.aio.AbortError:
                 raise
@@ -246,7 +305,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if bump is not None:  # after the change committed (or failed): cached answers may be stale
                     bump()
-                self._log(method, code, principal, request_id, started)
+                self._end(method, rpc_type, code, principal, request_id, started, context)
 
         return wrapper
 
@@ -269,24 +328,79 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         )
         return code, err.message, trailers
 
-    @staticmethod
-    def _log(method: str, code: grpc.StatusCode, principal: Principal, request_id: str, started: float) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        # Successful calls log at DEBUG so a busy server does not drown in lines; refusals at INFO.
+    # --- observation, admission and the access log (metrics, rate limits, read routing) ---------------------
+
+    def _begin(self, method: str, rpc_type: str, request_id: str) -> None:
+        request_id_var.set(request_id)  # every record logged while serving this call carries it
+        if self._observer is not None:
+            self._observer.rpc_started(method, rpc_type)
+
+    def _admitted(self, method: str, principal: Principal, context: grpc.aio.ServicerContext) -> None:
+        """After authentication: the rate limit may refuse; reads may go to the read replica from here on
+        (the key was resolved on the primary)."""
+        if self._admit is not None:
+            self._admit(principal, context.peer() or "")
+        read_routing.mark_call(method)
+
+    def _counted(self, method: str, rpc_type: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        observer = self._observer
+        if observer is None:
+            return requests
+
+        async def counted() -> AsyncIterator[Any]:
+            async for message in requests:
+                observer.msg_in(method, rpc_type)
+                yield message
+
+        return counted()
+
+    def _end(
+        self,
+        method: str,
+        rpc_type: str,
+        code: grpc.StatusCode,
+        principal: Principal,
+        request_id: str,
+        started: float,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        if self._observer is not None:
+            self._observer.rpc_handled(method, rpc_type, code.name, elapsed)
+        self._log(method, code, principal, request_id, elapsed * 1000, context.peer() or "")
+
+    def _log(
+        self, method: str, code: grpc.StatusCode, principal: Principal, request_id: str, elapsed_ms: float, peer: str
+    ) -> None:
+        mode = self._access_log_mode
+        if mode == "off":
+            return
+        # By default successful calls log at DEBUG so a busy server does not drown in lines; refusals at INFO.
         if code is grpc.StatusCode.OK:
-            level = logging.DEBUG
+            level = logging.INFO if mode == "all" else logging.DEBUG
         elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
             level = logging.ERROR
         else:
             level = logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
         access_log.log(
             level,
-            "%s %s %.1fms principal=%s request_id=%s",
+            "%s %s %.1fms principal=%s peer=%s request_id=%s",
             method,
             code.name,
             elapsed_ms,
             principal.label(),
+            peer,
             request_id,
+            extra={
+                "method": method,
+                "principal": principal.label(),
+                "peer": peer,
+                "code": code.name,
+                "duration_ms": round(elapsed_ms, 3),
+                "request_id": request_id,
+            },
         )
 
 
