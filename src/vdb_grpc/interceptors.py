@@ -242,9 +242,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             self._begin(method, rpc_type, request_id)
             try:
-                principal = await self._authenticate(context)
+                principal = await self._authenticate_and_admit(method, context)
                 current_principal.set(principal)
-                self._admitted(method, principal, context)
                 if rpc_type == "client_stream":
                     request = self._counted(method, rpc_type, request)
                 elif self._observer is not None:
@@ -282,9 +281,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             self._begin(method, rpc_type, request_id)
             try:
-                principal = await self._authenticate(context)
+                principal = await self._authenticate_and_admit(method, context)
                 current_principal.set(principal)
-                self._admitted(method, principal, context)
                 if rpc_type == "bidi_stream":
                     request = self._counted(method, rpc_type, request)
                 elif self._observer is not None:
@@ -335,12 +333,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if self._observer is not None:
             self._observer.rpc_started(method, rpc_type)
 
-    def _admitted(self, method: str, principal: Principal, context: grpc.aio.ServicerContext) -> None:
-        """After authentication: the rate limit may refuse; reads may go to the read replica from here on
-        (the key was resolved on the primary)."""
+    async def _authenticate_and_admit(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
+        """Authenticate, then let the rate limit refuse (an invalid key counts against the caller's address,
+        so keys cannot be guessed at full speed); from here on reads may use the read replica (the key was
+        resolved on the primary)."""
+        try:
+            principal = await self._authenticate(context)
+        except errors.Unauthenticated:
+            if self._admit is not None:
+                self._admit(ANONYMOUS, context.peer() or "")
+            raise
         if self._admit is not None:
             self._admit(principal, context.peer() or "")
         read_routing.mark_call(method)
+        return principal
 
     def _counted(self, method: str, rpc_type: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         observer = self._observer

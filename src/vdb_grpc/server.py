@@ -137,12 +137,19 @@ def build_server(
         if read_pool is not None:
             metrics.watch_pool("read", read_pool)
     limiter = (
-        RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst, on_refusal=metrics.refused if metrics else None)
+        RateLimiter(
+            settings.rate_limit_rps,
+            settings.rate_limit_burst,
+            on_refusal=metrics.refused if metrics is not None else None,
+        )
         if settings.rate_limit_rps > 0
         else None
     )
     if read_pool is not None:  # domain services get the router; admin, indexer and listener the primary
-        pool = cast(asyncpg.Pool, ReadRouting(pool, read_pool, on_fallback=metrics.read_fell_back if metrics else None))
+        pool = cast(
+            asyncpg.Pool,
+            ReadRouting(pool, read_pool, on_fallback=metrics.read_fell_back if metrics is not None else None),
+        )
 
     # Authorization facts are reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps
     # `generation` here and, with a listen_dsn, on every other replica through NOTIFY.
@@ -152,7 +159,9 @@ def build_server(
     users = Users(
         pool,
         key_cache=CoherentCache(
-            generation, settings.auth_cache_seconds, on_lookup=metrics.cache_observer("api_key") if metrics else None
+            generation,
+            settings.auth_cache_seconds,
+            on_lookup=metrics.cache_observer("api_key") if metrics is not None else None,
         ),
     )
     standards = ApiStandards(pool)
@@ -163,7 +172,7 @@ def build_server(
         access_cache=CoherentCache(
             generation,
             settings.auth_cache_seconds,
-            on_lookup=metrics.cache_observer("project_access") if metrics else None,
+            on_lookup=metrics.cache_observer("project_access") if metrics is not None else None,
         ),
     )
     if metrics is not None:
@@ -190,7 +199,7 @@ def build_server(
                 resolve_user_key=users.authenticate,
                 on_access_change=replicas.changed if replicas else generation.bump,
                 observer=metrics,
-                admit=limiter.admit if limiter else None,
+                admit=limiter.admit if limiter is not None else None,
                 access_log_mode=settings.access_log,
             )
         ],

@@ -63,7 +63,9 @@ class RateLimiter:
         # key → (tokens, at): tokens the bucket held at time ``at``; ordered from least to most recently used.
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
 
-    def __len__(self) -> int:
+    @property
+    def bucket_count(self) -> int:
+        """Buckets currently kept."""
         return len(self._buckets)
 
     def admit(self, principal: Principal, peer: str) -> None:
