@@ -83,6 +83,7 @@ class VdbServer:
     metrics: Metrics | None = None
     metrics_listen: str | None = None
     metrics_port: int | None = None
+    read_routing: ReadRouting | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
@@ -145,11 +146,10 @@ def build_server(
         if settings.rate_limit_rps > 0
         else None
     )
+    routing = None
     if read_pool is not None:  # domain services get the router; admin, indexer and listener the primary
-        pool = cast(
-            asyncpg.Pool,
-            ReadRouting(pool, read_pool, on_fallback=metrics.read_fell_back if metrics is not None else None),
-        )
+        routing = ReadRouting(pool, read_pool, on_fallback=metrics.read_fell_back if metrics is not None else None)
+        pool = cast(asyncpg.Pool, routing)
 
     # Authorization facts are reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps
     # `generation` here and, with a listen_dsn, on every other replica through NOTIFY.
@@ -243,6 +243,7 @@ def build_server(
         replicas=replicas,
         metrics=metrics,
         metrics_listen=settings.metrics_listen,
+        read_routing=routing,
     )
 
 

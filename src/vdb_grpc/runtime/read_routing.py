@@ -79,7 +79,7 @@ class ReadRouting:
         """
         self.primary = primary
         self.replica = replica
-        self._retry_seconds = retry_seconds
+        self.retry_seconds = retry_seconds
         self._acquire_timeout = acquire_timeout
         self._on_fallback = on_fallback
         self._clock = clock
@@ -98,9 +98,9 @@ class ReadRouting:
             log.warning(
                 "read replica unavailable (%s): reads use the primary for %.0fs",
                 type(exc).__name__,
-                self._retry_seconds,
+                self.retry_seconds,
             )
-        self._skip_until = self._clock() + self._retry_seconds
+        self._skip_until = self._clock() + self.retry_seconds
 
     def acquire(self, *, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection: the replica's during a read call (unless it is unreachable), else the primary's."""
