@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import ADMIN, bearer, rpc_error
 from search_fixtures import make_user
 
@@ -152,6 +153,10 @@ def test_cli_start_and_stop_print_only_our_json_lines(tmp_path: Path) -> None:
             if "serving on" in line:
                 break
         assert any("serving on" in x for x in lines), "".join(lines)
+        # A health answer means the serve loop is waiting for its stop signal (handlers installed).
+        port = int(json.loads(lines[-1])["message"].rsplit(":", 1)[1])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=60)
         lines += rest.splitlines()

@@ -286,6 +286,9 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
             await vdb.start()
             host = settings.listen.rpartition(":")[0]
             log.info("vdb-grpc serving on %s:%d", host, vdb.port)
+            if vdb.metrics_port is not None and settings.metrics_listen is not None:
+                metrics_host = settings.metrics_listen.rpartition(":")[0]
+                log.info("metrics on http://%s:%d/metrics", metrics_host, vdb.metrics_port)
 
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

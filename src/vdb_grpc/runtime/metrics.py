@@ -290,7 +290,10 @@ class Metrics:
     def serve_http(self, listen: str) -> int:
         """Serve ``/metrics`` on ``listen`` (host:port; port 0 picks one) from a daemon thread; return the port."""
         host, _, port = listen.rpartition(":")
-        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        try:
+            server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from exc
         self._http, self._http_thread = server, thread
         return int(server.server_port)
 
