@@ -204,3 +204,22 @@ async def test_two_servers_keep_separate_registries() -> None:
     assert a.registry.get_sample_value("vdb_searches_total", {"plan": "hnsw"}) == 1
     assert b.registry.get_sample_value("vdb_searches_total", {"plan": "hnsw"}) is None
     assert math.isclose(a.registry.get_sample_value("vdb_database_up") or 0.0, 0.0)
+
+
+def test_metrics_listen_setting() -> None:
+    from vdb_grpc.settings import Settings, SettingsError
+
+    assert Settings.from_env({"VDB_METRICS_LISTEN": "0.0.0.0:9464"}).metrics_listen == "0.0.0.0:9464"
+    for bad in ("9464", "host:", "host:99999"):
+        with pytest.raises(SettingsError, match="VDB_METRICS_LISTEN"):
+            Settings.from_env({"VDB_METRICS_LISTEN": bad})
+
+
+async def test_metrics_port_in_use_is_a_clear_error() -> None:
+    a, b = Metrics(), Metrics()
+    port = a.serve_http("127.0.0.1:0")
+    try:
+        with pytest.raises(RuntimeError, match="cannot serve metrics"):
+            b.serve_http(f"127.0.0.1:{port}")
+    finally:
+        await a.stop()

@@ -264,3 +264,15 @@ async def test_stopped_replica_falls_back_to_the_primary_and_recovers(routed: Ro
         await rpc_error(vdb.embeddings.GetEmbedding(get_c, metadata=md), grpc.StatusCode.NOT_FOUND)
     finally:
         await replica_sql(replica, routed.dbname, "SELECT pg_wal_replay_resume()")
+
+
+def test_read_url_setting() -> None:
+    from vdb_grpc.settings import Settings, SettingsError
+
+    primary = {"VDB_DATABASE_URL": "postgresql://u@h/db", "VDB_ADMIN_KEY": "k" * 32}
+    s = Settings.from_env({**primary, "VDB_DATABASE_READ_URL": "postgresql://u@replica/db"})
+    assert s.database_read_url == "postgresql://u@replica/db"
+    with pytest.raises(SettingsError, match="needs VDB_DATABASE_URL"):
+        Settings.from_env({"VDB_DATABASE_READ_URL": "postgresql://u@replica/db"})
+    with pytest.raises(SettingsError, match="VDB_DATABASE_READ_URL must start"):
+        Settings.from_env({**primary, "VDB_DATABASE_READ_URL": "mysql://x"})
