@@ -64,7 +64,15 @@ class CoherentCache(Generic[K, V]):
     database lookup, so an answer read while a change committed is never kept.
     """
 
-    def __init__(self, generation: Generation, ttl_seconds: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        generation: Generation,
+        ttl_seconds: float,
+        max_entries: int = 10_000,
+        on_lookup: Callable[[bool], None] | None = None,
+    ) -> None:
+        """``on_lookup``: told of each ``get_or_load``, True for a hit (metrics)."""
+        self._on_lookup = on_lookup
         self._generation = generation
         self._ttl = ttl_seconds
         self._max = max_entries
@@ -84,6 +92,8 @@ class CoherentCache(Generic[K, V]):
     async def get_or_load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         """The cached value, else ``await load()`` (kept unless it is None: refusals are not cached)."""
         hit = self.get(key)
+        if self._on_lookup is not None:
+            self._on_lookup(hit is not None)
         if hit is not None:
             return hit
         token = self.begin()

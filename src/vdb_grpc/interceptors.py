@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
@@ -38,6 +39,8 @@ from vdb_grpc.auth import (
 )
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
+from vdb_grpc.runtime import read_routing
+from vdb_grpc.runtime.logging import request_id as request_id_var
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vdb_grpc.access")
@@ -64,6 +67,23 @@ ERROR_DOMAIN = "vdb-grpc"
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 KeyResolver = Callable[[str], Awaitable[Principal | None]]
+
+
+class RpcObserver(Protocol):
+    """Receives every call's start, messages and end (``vdb_grpc.runtime.metrics.Metrics``)."""
+
+    def rpc_started(self, method: str, rpc_type: str) -> None: ...
+
+    def rpc_handled(self, method: str, rpc_type: str, code: str, seconds: float) -> None: ...
+
+    def msg_in(self, method: str, rpc_type: str) -> None: ...
+
+    def msg_out(self, method: str, rpc_type: str) -> None: ...
+
+
+#: Called after authentication with the principal and the peer; raises a VdbError to refuse the call
+#: (``vdb_grpc.runtime.ratelimit.RateLimiter.admit``).
+Admission = Callable[[Principal, str], None]
 
 
 def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
@@ -110,6 +130,10 @@ def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Statu
         details.append(
             error_details_pb2.ErrorInfo(reason=exc.info.reason, domain=ERROR_DOMAIN, metadata=dict(exc.info.metadata))
         )
+    if exc.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, math.ceil(exc.retry_after_seconds * 1e9)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for d in details:
         a = any_pb2.Any()
@@ -155,16 +179,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         admin_key: str | None,
         resolve_user_key: KeyResolver,
         on_access_change: Callable[[], None] | None = None,
+        observer: RpcObserver | None = None,
+        admit: Admission | None = None,
+        access_log_mode: str = "errors",
     ) -> None:
         """Args:
         admin_key: the admin's bearer key (None: no admin).
         resolve_user_key: user key → principal (None for an unknown key).
         on_access_change: called when an RPC that may change keys or permissions ends (``vdb_grpc.cache``).
+        observer: told of every call's start, messages and end (metrics); None: nobody.
+        admit: may refuse an authenticated call (rate limits); None: every call is admitted.
+        access_log_mode: "all" (an INFO access record per call), "errors" (successful calls at DEBUG) or "off".
         """
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
         self._on_access_change = on_access_change
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._observer = observer
+        self._admit = admit
+        self._access_log_mode = access_log_mode
 
     async def intercept_service(
         self,
@@ -186,25 +219,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         bump = self._on_access_change if mutates_access(method) else None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, bump),
+                self._wrap_unary(method, handler.unary_unary, bump, "unary"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, bump, request_streaming=True),
+                self._wrap_unary(method, handler.stream_unary, bump, "client_stream"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, bump),
+                self._wrap_stream(method, handler.unary_stream, bump, "server_stream"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.stream_stream, bump, request_streaming=True),
+                self._wrap_stream(method, handler.stream_stream, bump, "bidi_stream"),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -226,8 +259,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method: str,
         behavior: Callable[..., Awaitable[Any]],
         bump: Callable[[], None] | None,
-        *,
-        request_streaming: bool = False,
+        rpc_type: str = "unary",
     ) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = uuid.uuid4().hex[:16]
@@ -236,13 +268,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             handling = False
             changed = True  # until known otherwise: a change may have committed
+            request_streaming = rpc_type in ("client_stream", "bidi_stream")
+            self._begin(method, rpc_type, request_id)
             try:
-                principal = await self._authenticate(context)
+                principal = await self._authenticate_and_admit(method, context)
                 current_principal.set(principal)
                 if request_streaming:  # each message is authorized again (a key may be revoked mid-stream)
                     current_reauthenticate.set(functools.partial(self._authenticate, context))
                 handling = True
-                return await behavior(request, context)
+                if rpc_type == "client_stream":
+                    request = self._counted(method, rpc_type, request)
+                elif self._observer is not None:
+                    self._observer.msg_in(method, rpc_type)
+                response = await behavior(request, context)
+                if self._observer is not None:
+                    self._observer.msg_out(method, rpc_type)
+                return response
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
@@ -255,7 +296,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if bump is not None and changed:  # after the change committed: cached answers may be stale
                     bump()
-                self._log(method, code, principal, request_id, started)
+                self._end(method, rpc_type, code, principal, request_id, started, context)
 
         return wrapper
 
@@ -264,8 +305,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method: str,
         behavior: Callable[..., AsyncIterator[Any]],
         bump: Callable[[], None] | None,
-        *,
-        request_streaming: bool = False,
+        rpc_type: str = "server_stream",
     ) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id = uuid.uuid4().hex[:16]
@@ -274,13 +314,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             handling = False
             changed = True  # until known otherwise: a change may have committed
+            request_streaming = rpc_type in ("client_stream", "bidi_stream")
+            self._begin(method, rpc_type, request_id)
             try:
-                principal = await self._authenticate(context)
+                principal = await self._authenticate_and_admit(method, context)
                 current_principal.set(principal)
                 if request_streaming:  # each message is authorized again (a key may be revoked mid-stream)
                     current_reauthenticate.set(functools.partial(self._authenticate, context))
                 handling = True
+                if rpc_type == "bidi_stream":
+                    request = self._counted(method, rpc_type, request)
+                elif self._observer is not None:
+                    self._observer.msg_in(method, rpc_type)
+                observer = self._observer
                 async for item in behavior(request, context):
+                    if observer is not None:
+                        observer.msg_out(method, rpc_type)
                     yield item
             except grpc.aio.AbortError:
                 raise
@@ -294,7 +343,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if bump is not None and changed:  # after the change committed: cached answers may be stale
                     bump()
-                self._log(method, code, principal, request_id, started)
+                self._end(method, rpc_type, code, principal, request_id, started, context)
 
         return wrapper
 
@@ -317,24 +366,87 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         )
         return code, err.message, trailers
 
-    @staticmethod
-    def _log(method: str, code: grpc.StatusCode, principal: Principal, request_id: str, started: float) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        # Successful calls log at DEBUG so a busy server does not drown in lines; refusals at INFO.
+    # --- observation, admission and the access log (metrics, rate limits, read routing) ---------------------
+
+    def _begin(self, method: str, rpc_type: str, request_id: str) -> None:
+        request_id_var.set(request_id)  # every record logged while serving this call carries it
+        if self._observer is not None:
+            self._observer.rpc_started(method, rpc_type)
+
+    async def _authenticate_and_admit(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
+        """Authenticate, then let the rate limit refuse (an invalid key counts against the caller's address,
+        so keys cannot be guessed at full speed); from here on reads may use the read replica (the key was
+        resolved on the primary)."""
+        try:
+            principal = await self._authenticate(context)
+        except errors.Unauthenticated:
+            if self._admit is not None:
+                self._admit(ANONYMOUS, context.peer() or "")
+            raise
+        if self._admit is not None:
+            self._admit(principal, context.peer() or "")
+        read_routing.mark_call(method)
+        return principal
+
+    def _counted(self, method: str, rpc_type: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        observer = self._observer
+        if observer is None:
+            return requests
+
+        async def counted() -> AsyncIterator[Any]:
+            async for message in requests:
+                observer.msg_in(method, rpc_type)
+                yield message
+
+        return counted()
+
+    def _end(
+        self,
+        method: str,
+        rpc_type: str,
+        code: grpc.StatusCode,
+        principal: Principal,
+        request_id: str,
+        started: float,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        if self._observer is not None:
+            self._observer.rpc_handled(method, rpc_type, code.name, elapsed)
+        self._log(method, code, principal, request_id, elapsed * 1000, context.peer() or "")
+
+    def _log(
+        self, method: str, code: grpc.StatusCode, principal: Principal, request_id: str, elapsed_ms: float, peer: str
+    ) -> None:
+        mode = self._access_log_mode
+        if mode == "off":
+            return
+        # By default successful calls log at DEBUG so a busy server does not drown in lines; refusals at INFO.
         if code is grpc.StatusCode.OK:
-            level = logging.DEBUG
+            level = logging.INFO if mode == "all" else logging.DEBUG
         elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
             level = logging.ERROR
         else:
             level = logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
         access_log.log(
             level,
-            "%s %s %.1fms principal=%s request_id=%s",
+            "%s %s %.1fms principal=%s peer=%s request_id=%s",
             method,
             code.name,
             elapsed_ms,
             principal.label(),
+            peer,
             request_id,
+            extra={
+                "method": method,
+                "principal": principal.label(),
+                "peer": peer,
+                "code": code.name,
+                "duration_ms": round(elapsed_ms, 3),
+                "request_id": request_id,
+            },
         )
 
 

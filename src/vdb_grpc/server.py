@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -35,6 +35,9 @@ from vdb_grpc.indexer import Indexer
 from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
+from vdb_grpc.runtime.metrics import Metrics
+from vdb_grpc.runtime.ratelimit import RateLimiter
+from vdb_grpc.runtime.read_routing import ReadRouting
 from vdb_grpc.settings import Settings
 from vdb_grpc.upload_pacing import UploadAwareIndexer
 from vdb_grpc.v1 import (
@@ -77,9 +80,17 @@ class VdbServer:
     indexer: Indexer | None = None
     search: Search | None = None
     replicas: ReplicaInvalidation | None = None
+    metrics: Metrics | None = None
+    metrics_listen: str | None = None
+    metrics_port: int | None = None
+    read_routing: ReadRouting | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
+        if self.metrics is not None:
+            self.metrics.start()
+            if self.metrics_listen is not None:
+                self.metrics_port = self.metrics.serve_http(self.metrics_listen)
         await self.server.start()
         if self.replicas is not None:
             self.replicas.start()
@@ -96,6 +107,8 @@ class VdbServer:
         await self.server.stop(grace)
         if self.replicas is not None:
             await self.replicas.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
 
 def _reflection_pool() -> Any:
@@ -103,29 +116,73 @@ def _reflection_pool() -> Any:
     return DocumentedPoolWithFallback()
 
 
-def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | None = None) -> VdbServer:
+def build_server(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    listen_dsn: str | None = None,
+    read_pool: asyncpg.Pool | None = None,
+) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``.
 
     ``listen_dsn``: the database URL for the connection that hears other replicas' access changes
     (``vdb_grpc.cache.ReplicaInvalidation``); None: this server relies on the cache TTL for them.
+    ``read_pool``: a pool on a streaming replica for read calls (``vdb_grpc.runtime.read_routing``).
     """
+    # Operations (vdb_grpc.runtime): metrics when VDB_METRICS_LISTEN is set, rate limits when
+    # VDB_RATE_LIMIT_RPS > 0, and read calls on the replica's pool behind the same pool interface.
+    metrics = Metrics() if settings.metrics_listen else None
+    primary_pool = pool
+    if metrics is not None:
+        metrics.watch_pool("primary", pool)
+        if read_pool is not None:
+            metrics.watch_pool("read", read_pool)
+    limiter = (
+        RateLimiter(
+            settings.rate_limit_rps,
+            settings.rate_limit_burst,
+            on_refusal=metrics.refused if metrics is not None else None,
+        )
+        if settings.rate_limit_rps > 0
+        else None
+    )
+    routing = None
+    if read_pool is not None:  # domain services get the router; admin, indexer and listener the primary
+        routing = ReadRouting(pool, read_pool, on_fallback=metrics.read_fell_back if metrics is not None else None)
+        pool = cast(asyncpg.Pool, routing)
+
     # Authorization facts are reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps
     # `generation` here and, with a listen_dsn, on every other replica through NOTIFY.
     generation = Generation()
     caching = settings.auth_cache_seconds > 0
-    replicas = ReplicaInvalidation(generation, pool, listen_dsn) if listen_dsn and caching else None
-    users = Users(pool, key_cache=CoherentCache(generation, settings.auth_cache_seconds))
+    replicas = ReplicaInvalidation(generation, primary_pool, listen_dsn) if listen_dsn and caching else None
+    users = Users(
+        pool,
+        key_cache=CoherentCache(
+            generation,
+            settings.auth_cache_seconds,
+            on_lookup=metrics.cache_observer("api_key") if metrics is not None else None,
+        ),
+    )
     standards = ApiStandards(pool)
     projects = Projects(pool)
     search = Search(
         pool,
         ef_search=settings.hnsw_ef_search,
-        access_cache=CoherentCache(generation, settings.auth_cache_seconds),
+        access_cache=CoherentCache(
+            generation,
+            settings.auth_cache_seconds,
+            on_lookup=metrics.cache_observer("project_access") if metrics is not None else None,
+        ),
     )
+    if metrics is not None:
+        search.on_plan = metrics.search_plan
     # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
     # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
     # after a wake() and hang Indexer.stop().
-    indexer = UploadAwareIndexer(pool)
+    indexer = UploadAwareIndexer(primary_pool)
+    if metrics is not None:
+        indexer.on_index_built = metrics.index_built
     embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload)
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (
@@ -133,7 +190,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     )
     definitions = Definitions(pool)
     instances = Instances(pool, cipher)
-    admin = Admin(pool, cipher)
+    admin = Admin(primary_pool, cipher)
 
     server = grpc.aio.server(
         interceptors=[
@@ -141,6 +198,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
                 admin_key=settings.admin_key,
                 resolve_user_key=users.authenticate,
                 on_access_change=replicas.changed if replicas else generation.bump,
+                observer=metrics,
+                admit=limiter.admit if limiter is not None else None,
+                access_log_mode=settings.access_log,
             )
         ],
         options=[
@@ -175,7 +235,15 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
     return VdbServer(
-        server=server, port=port, health=health_servicer, indexer=indexer, search=search, replicas=replicas
+        server=server,
+        port=port,
+        health=health_servicer,
+        indexer=indexer,
+        search=search,
+        replicas=replicas,
+        metrics=metrics,
+        metrics_listen=settings.metrics_listen,
+        read_routing=routing,
     )
 
 
@@ -207,11 +275,20 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
     try:
         await prepare_database(settings, dsn, migrate=migrate)
         pool = await create_pool(dsn, settings)
+        # The replica may be down at start: min size 0 opens nothing until the first read (which falls back).
+        read_pool = (
+            await create_pool(settings.database_read_url, settings.replace(pool_min_size=0))
+            if settings.database_read_url
+            else None
+        )
         try:
-            vdb = build_server(settings, pool, listen_dsn=dsn)
+            vdb = build_server(settings, pool, listen_dsn=dsn, read_pool=read_pool)
             await vdb.start()
             host = settings.listen.rpartition(":")[0]
             log.info("vdb-grpc serving on %s:%d", host, vdb.port)
+            if vdb.metrics_port is not None and settings.metrics_listen is not None:
+                metrics_host = settings.metrics_listen.rpartition(":")[0]
+                log.info("metrics on http://%s:%d/metrics", metrics_host, vdb.metrics_port)
 
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -222,6 +299,8 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
             await vdb.stop(settings.shutdown_grace_seconds)
         finally:
             await pool.close()
+            if read_pool is not None:
+                await read_pool.close()
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

@@ -21,6 +21,8 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+ACCESS_LOG_MODES = ("all", "errors", "off")
 
 
 class SettingsError(Exception):
@@ -72,6 +74,22 @@ class Settings:
     """``VDB_TLS_CERT_FILE``: PEM certificate chain; with VDB_TLS_KEY_FILE enables TLS."""
     tls_key_file: Path | None = None
     """``VDB_TLS_KEY_FILE``: PEM private key for VDB_TLS_CERT_FILE."""
+    metrics_listen: str | None = None
+    """``VDB_METRICS_LISTEN``: host:port of the Prometheus endpoint (``/metrics``); None (unset) = no endpoint."""
+    log_format: str = "text"
+    """``VDB_LOG_FORMAT``: "text" (one readable line per record) or "json" (one JSON object per line)."""
+    access_log: str = "errors"
+    """``VDB_ACCESS_LOG``: access records for "all" calls (at INFO), only "errors" (refused or failed calls;
+    successful ones at DEBUG), or "off"."""
+    rate_limit_rps: float = 0.0
+    """``VDB_RATE_LIMIT_RPS``: calls per second each user (anonymous callers: each peer address) may make on
+    average; 0 (unset) = no limit. The admin key is not limited."""
+    rate_limit_burst: int = 0
+    """``VDB_RATE_LIMIT_BURST``: calls a caller may make at once after being idle; 0 (unset) = one second's worth
+    (VDB_RATE_LIMIT_RPS rounded up)."""
+    database_read_url: str | None = None
+    """``VDB_DATABASE_READ_URL``: libpq URL of a streaming replica of VDB_DATABASE_URL that serves Get, List and
+    Search calls (falling back to the primary while it is unreachable); None = everything on the primary."""
 
     @property
     def embedded(self) -> bool:
@@ -181,6 +199,40 @@ class Settings:
             if path is not None and not Path(path).is_file():
                 problems.append(f"{name}: file not found: {path}")
 
+        metrics_listen = get("VDB_METRICS_LISTEN")
+        if metrics_listen is not None:
+            m_host, m_sep, m_port = metrics_listen.rpartition(":")
+            if not m_sep or not m_host or not m_port.isdigit() or int(m_port) > 65535:
+                problems.append(f"VDB_METRICS_LISTEN must be host:port, got {metrics_listen!r}")
+
+        log_format = (get("VDB_LOG_FORMAT") or cls.log_format).lower()
+        if log_format not in LOG_FORMATS:
+            problems.append(f"VDB_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+        access_log = (get("VDB_ACCESS_LOG") or cls.access_log).lower()
+        if access_log not in ACCESS_LOG_MODES:
+            problems.append(f"VDB_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_MODES)}, got {access_log!r}")
+
+        rps_raw = get("VDB_RATE_LIMIT_RPS")
+        rate_limit_rps = cls.rate_limit_rps
+        if rps_raw is not None:
+            try:
+                rate_limit_rps = float(rps_raw)
+                if not 0 <= rate_limit_rps <= 1_000_000:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"VDB_RATE_LIMIT_RPS must be a number from 0 to 1000000, got {rps_raw!r}")
+                rate_limit_rps = 0.0
+        rate_limit_burst = integer("VDB_RATE_LIMIT_BURST", cls.rate_limit_burst, 0, 1_000_000)
+        if rate_limit_burst and not rate_limit_rps:
+            problems.append("VDB_RATE_LIMIT_BURST is set but VDB_RATE_LIMIT_RPS is not (or is 0)")
+
+        database_read_url = get("VDB_DATABASE_READ_URL")
+        if database_read_url is not None:
+            if not database_read_url.startswith(("postgresql://", "postgres://")):
+                problems.append("VDB_DATABASE_READ_URL must start with postgresql:// (a libpq URL)")
+            if database_url is None:
+                problems.append("VDB_DATABASE_READ_URL needs VDB_DATABASE_URL (a replica of an external primary)")
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -201,6 +253,12 @@ class Settings:
             hnsw_ef_search=ef_search,
             tls_cert_file=Path(tls_cert) if tls_cert else None,
             tls_key_file=Path(tls_key) if tls_key else None,
+            metrics_listen=metrics_listen,
+            log_format=log_format,
+            access_log=access_log,
+            rate_limit_rps=rate_limit_rps,
+            rate_limit_burst=rate_limit_burst,
+            database_read_url=database_read_url,
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,9 @@ def choose_plan(dim: int, stats: PlanStats, k: int, *, exact_max_rows: int, min_
 class Search:
     """Use case SearchSimilar."""
 
+    #: Told the plan of every search ("exact" or "hnsw"; metrics); set by the composition root.
+    on_plan: Callable[[str], None] | None = None
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -244,6 +247,8 @@ class Search:
                 leave_out = None
             k = v.offset + v.limit
             plan = await self.plan_for(conn, access.project_id, dim, k)
+            if self.on_plan is not None:
+                self.on_plan(plan)
             if plan == "hnsw":
                 ef_search, scan_budget = max(self.ef_search, min(k, 1000)), max(self.max_scan_tuples, k * 20)
                 if (ef_search, scan_budget) != self._session_scan:  # else the pool's session defaults apply

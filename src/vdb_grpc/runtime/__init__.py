@@ -1,0 +1,1 @@
+"""What keeps a running server observable and healthy: logging, metrics, rate limits, read routing."""
