@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "import",
         help="load embeddings from a JSONL (or Parquet) file into a project of a running server",
         description="Load embeddings into a project of a running server through StreamUpsertEmbeddings. "
-        "One record per line: {\"text_id\": ..., \"vector\": [...], \"text\": ..., \"metadata\": {...}}.",
+        'One record per line: {"text_id": ..., "vector": [...], "text": ..., "metadata": {...}}.',
         epilog=_SETTINGS_HELP["import"],
         formatter_class=fmt,
     )
