@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,12 @@ async def test_permission_and_project_errors_are_clear(world, tmp_path):
     with pytest.raises(TransferError, match="cannot read project alice/nope: NOT_FOUND"):
         await asyncio.to_thread(transfer.export_project, target(world), "alice/nope", tmp_path / "x.jsonl")
     assert await world.count("proj") == 0
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        nobody = Target(server=f"127.0.0.1:{closed.getsockname()[1]}", key="k")
+        for resume in (False, True):
+            with pytest.raises(TransferError, match=r"cannot (reach the server|list alice/proj on 127\.0\.0\.1:\d+): "):
+                await asyncio.to_thread(transfer.import_file, nobody, "alice/proj", src, resume=resume)
 
 
 async def test_cli_import_and_export_with_key_from_env(world, tmp_path, monkeypatch, capsys):

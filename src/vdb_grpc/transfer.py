@@ -228,7 +228,7 @@ class Progress:
         self.out = out
         self.tty = out.isatty() if tty is None else tty
         self.start = time.monotonic()
-        self.last = 0.0
+        self.last = self.start  # the first line after `every` seconds: a short run prints only the final one
         self.every = 0.2 if self.tty else 10.0
 
     def update(self, rows: int, done: int | None = None, *, final: bool = False) -> None:
@@ -274,10 +274,15 @@ def existing_text_ids(target: Target, owner: str, handle: str) -> set[str]:
         stub = embedding_pb2_grpc.EmbeddingServiceStub(ch)
         token = ""
         while True:
-            page = stub.ListEmbeddings(
-                pb.ListEmbeddingsRequest(owner=owner, project_handle=handle, page_size=1000, page_token=token),
-                metadata=target.metadata(),
-            )
+            try:
+                page = stub.ListEmbeddings(
+                    pb.ListEmbeddingsRequest(owner=owner, project_handle=handle, page_size=1000, page_token=token),
+                    metadata=target.metadata(),
+                )
+            except grpc.RpcError as exc:
+                raise TransferError(
+                    f"--resume cannot list {owner}/{handle} on {target.server}: {exc.code().name}: {exc.details()}"
+                ) from None
             have.update(e.text_id for e in page.embeddings)
             token = page.next_page_token
             if not token:
@@ -385,7 +390,7 @@ def import_file(
     result.inserted, result.replaced = resp.inserted, resp.replaced
     result.seconds = time.monotonic() - started
     if progress is not None:
-        progress.update(result.sent, total, final=True)
+        progress.update(result.sent, total if result.bad is None else None, final=True)
     return result
 
 
@@ -405,6 +410,8 @@ def _stream_failure(exc: grpc.RpcError, sender: _Sender, path: Path) -> str:
         if committed is not None
         else "; batches already committed stay stored (rerun with --resume to continue)"
     )
+    if code == "UNAVAILABLE" and not m:
+        return f"cannot reach the server: {details}{after}"
     return f"{where}the server refused the import ({code}): {details}{after}"
 
 
@@ -560,7 +567,7 @@ def report_import(result: ImportResult, path: Path, out: Callable[[str], None]) 
     rate = result.committed / result.seconds if result.seconds else 0.0
     out(
         f"imported {result.committed:,} embeddings ({result.inserted:,} new, {result.replaced:,} replaced) in "
-        f"{result.batches} batches, {result.seconds:.1f}s ({rate:,.0f}/s)"
+        f"{result.batches} batch{'' if result.batches == 1 else 'es'}, {result.seconds:.1f}s ({rate:,.0f}/s)"
         + (f"; skipped {result.skipped:,} already stored" if result.skipped else "")
     )
     if result.bad is not None:
