@@ -4,6 +4,7 @@ Run by hand (a few minutes; needs ~2 GB of disk in a temp dir per 100,000 x 384 
 
     .venv/bin/python bench/import_export.py                    # 100,000 x 384 dims
     .venv/bin/python bench/import_export.py --rows 1000000     # 1M x 384 (about 8 GB of JSONL)
+    .venv/bin/python bench/import_export.py --rows 1000000 --parquet-only   # the stream and Parquet only
 
 Each measurement runs on a fresh ``python -m vdb_grpc serve`` (embedded, background indexer on), like
 bench/ingest.py, whose helpers it uses:
@@ -106,48 +107,50 @@ def line(name: str, rows: int, seconds: float, ref: float | None = None) -> None
     print(text, flush=True)
 
 
+async def jsonl_runs(work: Path, rows: int, dims: int, batch: int, project: str, stream_rate: float) -> None:
+    """JSONL import, export, and import of the export, each on a fresh server."""
+    src = work / "corpus.jsonl"
+    started = time.perf_counter()
+    write_jsonl(src, rows, dims)
+    print(f"  wrote {src.stat().st_size / 1e6:,.0f} MB of JSONL in {time.perf_counter() - started:.0f}s")
+    async with Fresh(dims) as f:
+        server = f"127.0.0.1:{f.served.port}"
+        s = await asyncio.to_thread(
+            cli, f.key, "import", str(src), "--project", project, "--server", server, "--batch-size", str(batch)
+        )
+        assert await f.stored() == rows
+        line("vdb-grpc import corpus.jsonl (17-digit floats)", rows, s, stream_rate)
+        exported = work / "export.jsonl"
+        s = await asyncio.to_thread(cli, f.key, "export", "--project", project, "--server", server, "-o", str(exported))
+        line("vdb-grpc export (float16-rounded vectors)", rows, s)
+    src.unlink()
+
+    async with Fresh(dims) as f:
+        server = f"127.0.0.1:{f.served.port}"
+        s = await asyncio.to_thread(
+            cli, f.key, "import", str(exported), "--project", project, "--server", server,
+            "--batch-size", str(batch),
+        )  # fmt: skip
+        assert await f.stored() == rows
+        line("vdb-grpc import export.jsonl (its own export)", rows, s, stream_rate)
+    exported.unlink()
+
+
 async def main(args: argparse.Namespace) -> int:
     rows, dims, batch = args.rows, args.dims, args.batch
     work = Path(tempfile.mkdtemp(prefix="vdbxf-"))
     try:
         print(f"vdb-grpc import/export benchmark: {rows:,} x {dims} dims, batches of {batch:,}; {os.cpu_count()} CPUs")
         print(f"  load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        src = work / "corpus.jsonl"
-        started = time.perf_counter()
-        write_jsonl(src, rows, dims)
-        print(f"  wrote {src.stat().st_size / 1e6:,.0f} MB of JSONL in {time.perf_counter() - started:.0f}s")
         project = "bench/bench-grpc"
-
         async with Fresh(dims) as f:
             s = await asyncio.to_thread(
                 ingest.run_client, f.served.port, f.key, "stream", "bench-grpc", rows, dims, batch
             )
             line("StreamUpsertEmbeddings, messages prebuilt", rows, s)
         stream_rate = rows / s
-
-        async with Fresh(dims) as f:
-            server = f"127.0.0.1:{f.served.port}"
-            s = await asyncio.to_thread(
-                cli, f.key, "import", str(src), "--project", project, "--server", server, "--batch-size", str(batch)
-            )
-            assert await f.stored() == rows
-            line("vdb-grpc import corpus.jsonl (17-digit floats)", rows, s, stream_rate)
-            exported = work / "export.jsonl"
-            s = await asyncio.to_thread(
-                cli, f.key, "export", "--project", project, "--server", server, "-o", str(exported)
-            )
-            line("vdb-grpc export (float16-rounded vectors)", rows, s)
-        src.unlink()
-
-        async with Fresh(dims) as f:
-            server = f"127.0.0.1:{f.served.port}"
-            s = await asyncio.to_thread(
-                cli, f.key, "import", str(exported), "--project", project, "--server", server,
-                "--batch-size", str(batch),
-            )  # fmt: skip
-            assert await f.stored() == rows
-            line("vdb-grpc import export.jsonl (its own export)", rows, s, stream_rate)
-        exported.unlink()
+        if not args.parquet_only:
+            await jsonl_runs(work, rows, dims, batch, project, stream_rate)
 
         parquet = work / "corpus.parquet"
         if write_parquet(parquet, rows, dims):
@@ -170,4 +173,5 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=100_000, help="embeddings to import")
     parser.add_argument("--dims", type=int, default=384, help="vector dimensions")
     parser.add_argument("--batch", type=int, default=1000, help="embeddings per stream message")
+    parser.add_argument("--parquet-only", action="store_true", help="skip the JSONL runs (8 GB of JSONL at 1M)")
     sys.exit(asyncio.run(main(parser.parse_args())))
