@@ -6,7 +6,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,8 +61,8 @@ def _taken_port(reuseport: bool) -> socket.socket:
 
 
 @pytest.mark.parametrize("reuseport", [False, True])
-def test_serve_refuses_a_taken_port_before_starting_postgresql(reuseport):
-    data_dir = Path(tempfile.mkdtemp(prefix="vdbc-")) / "vdb-data"
+def test_serve_refuses_a_taken_port_before_starting_postgresql(reuseport, tmp_path):
+    data_dir = tmp_path / "vdb-data"
     with _taken_port(reuseport) as taken:
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         started = time.monotonic()
