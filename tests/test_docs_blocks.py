@@ -58,7 +58,7 @@ def test_blocks_are_bash_or_sh_or_shown_output():
     for doc in [*DOCS, ROOT / "README.md"]:
         fences = re.findall(r"^```(\w*)$", doc.read_text(encoding="utf-8"), re.M)
         openers = fences[0::2]
-        assert set(openers) <= {"bash", "sh", "text", "python", ""}, (doc.name, openers)
+        assert set(openers) <= {"bash", "sh", "text", "python", "json", "yaml", "proto", ""}, (doc.name, openers)
         assert "" not in openers, f"{doc.name}: name the language of every block (bash runs, sh and text do not)"
 
 
