@@ -59,6 +59,7 @@ class VdbError(Exception):
         preconditions: tuple[PreconditionViolation, ...] | list[PreconditionViolation] = (),
         resource: ResourceRef | None = None,
         info: ErrorInfo | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -66,6 +67,8 @@ class VdbError(Exception):
         self.preconditions = tuple(preconditions)
         self.resource = resource
         self.info = info
+        #: Seconds the client should wait before retrying (becomes ``google.rpc.RetryInfo``); None = no advice.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from vdb_grpc import errors
@@ -64,7 +64,7 @@ def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
 
 
 def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Status:
-    """A ``google.rpc.Status`` with BadRequest / PreconditionFailure / ResourceInfo / ErrorInfo details."""
+    """A ``google.rpc.Status`` with BadRequest / PreconditionFailure / ResourceInfo / ErrorInfo / RetryInfo details."""
     details: list[Any] = []
     if exc.field_violations:
         details.append(
@@ -99,6 +99,10 @@ def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Statu
         details.append(
             error_details_pb2.ErrorInfo(reason=exc.info.reason, domain=ERROR_DOMAIN, metadata=dict(exc.info.metadata))
         )
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(exc.retry_after * 1e9)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for d in details:
         a = any_pb2.Any()

@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha import reflection
 from vdb_grpc.api.admin import AdminServicer
 from vdb_grpc.api.api_standards import ApiStandardServicer
 from vdb_grpc.api.definitions import LlmDefinitionServicer
-from vdb_grpc.api.embeddings import EmbeddingServicer
 from vdb_grpc.api.instances import LlmInstanceServicer
 from vdb_grpc.api.projects import ProjectServicer
+from vdb_grpc.api.texts import EmbeddingTextServicer
 from vdb_grpc.api.users import UserServicer
 from vdb_grpc.cache import CoherentCache, Generation, ReplicaInvalidation
 from vdb_grpc.crypto import ApiKeyCipher
@@ -30,10 +30,13 @@ from vdb_grpc.domain.embeddings import Embeddings
 from vdb_grpc.domain.instances import Instances
 from vdb_grpc.domain.projects import Projects
 from vdb_grpc.domain.search import Search
+from vdb_grpc.domain.texts import Texts
 from vdb_grpc.domain.users import Users
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
+from vdb_grpc.providers import ProviderClient, ProviderObserver
+from vdb_grpc.providers.egress import EgressPolicy
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
 from vdb_grpc.settings import Settings
 from vdb_grpc.upload_pacing import UploadAwareIndexer
@@ -77,9 +80,12 @@ class VdbServer:
     indexer: Indexer | None = None
     search: Search | None = None
     replicas: ReplicaInvalidation | None = None
+    providers: ProviderClient | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
+        if self.providers is not None:
+            await self.providers.start()
         await self.server.start()
         if self.replicas is not None:
             self.replicas.start()
@@ -96,6 +102,8 @@ class VdbServer:
         await self.server.stop(grace)
         if self.replicas is not None:
             await self.replicas.stop()
+        if self.providers is not None:
+            await self.providers.close()
 
 
 def _reflection_pool() -> Any:
@@ -103,11 +111,19 @@ def _reflection_pool() -> Any:
     return DocumentedPoolWithFallback()
 
 
-def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | None = None) -> VdbServer:
+def build_server(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    listen_dsn: str | None = None,
+    provider_observer: ProviderObserver | None = None,
+) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``.
 
     ``listen_dsn``: the database URL for the connection that hears other replicas' access changes
     (``vdb_grpc.cache.ReplicaInvalidation``); None: this server relies on the cache TTL for them.
+    ``provider_observer``: told of every provider request and retry of server-side embedding (metrics);
+    None: nobody.
     """
     # Authorization facts are reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps
     # `generation` here and, with a listen_dsn, on every other replica through NOTIFY.
@@ -134,6 +150,23 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     definitions = Definitions(pool)
     instances = Instances(pool, cipher)
     admin = Admin(pool, cipher)
+    # Server-side embedding: one HTTP client for the server's lifetime (opened and closed by VdbServer).
+    providers = ProviderClient(
+        cipher,
+        egress=EgressPolicy(settings.provider_allow),
+        concurrency=settings.provider_concurrency,
+        timeout=settings.provider_timeout_seconds,
+        retries=settings.provider_retries,
+        observer=provider_observer,
+    )
+    texts = Texts(
+        pool,
+        embeddings,
+        search,
+        providers,
+        query_cache_size=settings.query_cache_size,
+        query_cache_seconds=settings.query_cache_seconds,
+    )
 
     server = grpc.aio.server(
         interceptors=[
@@ -152,7 +185,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
-    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(embeddings, search), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingTextServicer(embeddings, search, texts), server)
     llm_definition_pb2_grpc.add_LlmDefinitionServiceServicer_to_server(LlmDefinitionServicer(definitions), server)
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
@@ -175,7 +208,13 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
     return VdbServer(
-        server=server, port=port, health=health_servicer, indexer=indexer, search=search, replicas=replicas
+        server=server,
+        port=port,
+        health=health_servicer,
+        indexer=indexer,
+        search=search,
+        replicas=replicas,
+        providers=providers,
     )
 
 
