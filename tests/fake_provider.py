@@ -251,3 +251,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def main() -> None:
+    """``python tests/fake_provider.py --delay 0.1 --dims 384``: serve until stdin closes (the benchmark runs
+    the fake in its own process so that its JSON work does not compete with the server for the GIL)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--dims", type=int, default=4)
+    args = parser.parse_args()
+    fake = FakeProvider(dims=args.dims, delay=args.delay).start()
+    print(fake.port, flush=True)
+    sys.stdin.read()
+    fake.stop()
+
+
+if __name__ == "__main__":
+    main()
