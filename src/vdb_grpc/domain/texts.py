@@ -409,6 +409,19 @@ class Texts:
             finally:
                 await queue.put(None)
 
+        writer: list[asyncio.Task[None]] = []
+
+        def record_later(done: list[_Embedded]) -> None:
+            """Write digests off the stream's path, one statement after the other."""
+            previous = writer[-1] if writer else None
+
+            async def write() -> None:
+                if previous is not None:
+                    await previous
+                await self._record_digests(done)
+
+            writer.append(asyncio.create_task(write()))
+
         async def batches() -> AsyncIterator[StreamBatch]:
             recorded = 0
             while (entry := await queue.get()) is not None:
@@ -425,7 +438,7 @@ class Texts:
                 # written too early is harmless: it matches no row but the one it describes.)
                 upto = len(embedded) - 1 - STREAM_DEPTH
                 if upto > recorded:
-                    await self._record_digests([b for b in embedded[recorded:upto] if b is not None])
+                    record_later([b for b in embedded[recorded:upto] if b is not None])
                     recorded = upto
 
                 def load(error: VdbError | None = error, batch: _Embedded | None = batch) -> UploadBatch:
@@ -454,9 +467,15 @@ class Texts:
                     entry[1].cancel()
             with contextlib.suppress(BaseException):
                 await reader
+            if writer:
+                with contextlib.suppress(Exception):
+                    await writer[-1]
             done = [b for b in embedded[:committed] if b is not None]
-            if done:
-                await self._record_digests(done)
+            # Everything committed and not recorded yet (recording a batch twice is harmless).
+            flushed = max(0, len(embedded) - 1 - STREAM_DEPTH) if writer else 0
+            rest = [b for b in embedded[min(flushed, committed) : committed] if b is not None]
+            if rest:
+                await self._record_digests(rest)
         return TextStreamResult(result, sum(b.reused for b in done))
 
     # --- SearchSimilar with a text ----------------------------------------------------------------------------

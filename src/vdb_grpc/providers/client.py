@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from vdb_grpc.crypto import ApiKeyCipher, ApiKeyDecryptionError
 from vdb_grpc.errors import (
@@ -122,7 +123,7 @@ def _summary(response: httpx.Response, secret: str | None) -> str:
     """``HTTP <status>: <the provider's error message, cut short>`` with the key removed."""
     text = ""
     try:
-        body = response.json()
+        body = orjson.loads(response.content)
         err = body.get("error", body) if isinstance(body, dict) else body
         if isinstance(err, dict):
             err = err.get("message") or err.get("msg") or err.get("detail") or ""
@@ -454,8 +455,8 @@ class ProviderClient:
         status = response.status_code
         if 200 <= status < 300:
             try:
-                rows = shape.vectors(response.json())
-            except ValueError as exc:
+                rows = shape.vectors(orjson.loads(response.content))
+            except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
                 raise _precondition(
                     target, f"the provider's answer is not a {shape.name} embeddings answer ({exc})", "BAD_RESPONSE"
                 ) from None
