@@ -476,3 +476,68 @@ async def test_embed_texts_concurrently_for_two_instances(vdb, fake) -> None:
         vdb.embeddings.EmbedTexts(pb.EmbedTextsRequest(instance="second", texts=["x"]), metadata=bearer(alice)),
     )
     assert list(a.vectors[0].values) == list(b.vectors[0].values)
+
+
+async def test_stream_overlaps_provider_calls_and_refuses_another_project_without_embedding_it(vdb, fake) -> None:
+    alice = await world(vdb, fake)
+    fake.delay = 0.1
+    resp = await _stream(vdb, bearer(alice), [[(f"t{i}", f"text {i}")] for i in range(6)])
+    assert resp.batches == 6
+    assert fake.max_in_flight == 2  # the next batches were being embedded while earlier ones were written
+
+    async def gen():  # type: ignore[no-untyped-def]
+        yield pb.StreamUpsertTextsRequest(owner="alice", project_handle="proj", items=items(("x", "one")))
+        yield pb.StreamUpsertTextsRequest(owner="alice", project_handle="other", items=items(("y", "never sent")))
+
+    fake.reset()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await vdb.embeddings.StreamUpsertTexts(gen(), metadata=bearer(alice))
+    assert info.value.code() == C.INVALID_ARGUMENT and info.value.details().startswith("batch 1: ")
+    assert "never sent" not in fake.texts_seen
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.retries: list[tuple[str, str, str]] = []
+
+    def provider_call(self, *, shape: str, instance: str, outcome: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append((shape, instance, outcome))
+
+    def provider_retry(self, *, shape: str, instance: str, reason: str) -> None:
+        self.retries.append((shape, instance, reason))
+
+
+async def test_the_observer_hears_every_call_and_retry_without_key_or_text(db_uri, server_settings, fake) -> None:
+    import grpc as grpc_mod
+    from harness import Harness
+
+    from vdb_grpc.db import create_pool
+    from vdb_grpc.server import build_server
+
+    observer = RecordingObserver()
+    pool = await create_pool(db_uri, server_settings)
+    server = build_server(server_settings, pool, provider_observer=observer)
+    await server.start()
+    channel = grpc_mod.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        vdb = Harness(channel=channel, pool=pool, port=server.port)
+        alice = await world(vdb, fake, "cohere")
+        fake.fail("429", retry_after="0")
+        await vdb.embeddings.EmbedTexts(
+            pb.EmbedTextsRequest(instance="inst", texts=["secret text"]), metadata=bearer(alice)
+        )
+        fake.fail("401")
+        with pytest.raises(grpc_mod.aio.AioRpcError):
+            await vdb.embeddings.EmbedTexts(pb.EmbedTextsRequest(instance="inst", texts=["a"]), metadata=bearer(alice))
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await pool.close()
+    assert observer.calls == [
+        ("cohere", "alice/inst", "rate_limited"),
+        ("cohere", "alice/inst", "ok"),
+        ("cohere", "alice/inst", "auth_refused"),
+    ]
+    assert observer.retries == [("cohere", "alice/inst", "rate_limited")]
