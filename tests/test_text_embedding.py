@@ -215,6 +215,14 @@ async def test_text_search_uses_the_query_form_and_finds_the_text(vdb, fake) -> 
         pb.SearchSimilarRequest(owner="alice", project_handle="proj", text="beta"), metadata=md
     )
     assert len(fake.requests) == 2
+    # A bad request is refused before the provider is paid.
+    await rpc_error(
+        vdb.embeddings.SearchSimilar(
+            pb.SearchSimilarRequest(owner="alice", project_handle="proj", text="new text", limit=5000), metadata=md
+        ),
+        C.INVALID_ARGUMENT,
+    )
+    assert len(fake.requests) == 2
 
 
 async def test_text_search_needs_a_key_even_on_a_public_project(vdb, fake) -> None:

@@ -30,7 +30,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,9 +39,9 @@ import numpy as np
 
 from vdb_grpc.auth import Principal
 from vdb_grpc.domain.embeddings import STREAM_DEPTH, Embeddings, StreamBatch, StreamResult, UploadBatch, UpsertResult
-from vdb_grpc.domain.llm import check_lookup_handle, resolve_owner
+from vdb_grpc.domain.llm import resolve_owner
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
-from vdb_grpc.domain.search import Search, SearchQuery, SearchResult
+from vdb_grpc.domain.search import Search, SearchQuery, SearchResult, validate
 from vdb_grpc.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -249,7 +249,6 @@ class Texts:
             raise InvalidArgument.field("instance", "is required: write owner/instance_handle or instance_handle")
         owner, sep, handle = instance.rpartition("/")
         owner = resolve_owner(principal, owner if sep else "", "instance")
-        check_lookup_handle(handle, "instance")
         check_handle(handle, "instance")
         name = f"{owner}/{handle}"
         async with self._pool.acquire() as conn:
@@ -422,7 +421,7 @@ class Texts:
 
             writer.append(asyncio.create_task(write()))
 
-        async def batches() -> AsyncIterator[StreamBatch]:
+        async def batches() -> AsyncGenerator[StreamBatch, None]:
             recorded = 0
             while (entry := await queue.get()) is not None:
                 m, task = entry
@@ -453,13 +452,15 @@ class Texts:
 
         reader = asyncio.create_task(read())
         committed = 0
+        stream = batches()
         try:
-            result = await self._embeddings.upsert_stream(principal, batches())
+            result = await self._embeddings.upsert_stream(principal, stream)
             committed = result.batches
         except VdbError as exc:
             committed = int(dict(exc.info.metadata).get("committed_batches", 0)) if exc.info else 0
             raise
         finally:
+            await stream.aclose()
             reader.cancel()
             while not queue.empty():
                 entry = queue.get_nowait()
@@ -497,6 +498,7 @@ class Texts:
             )
         if not text:
             raise InvalidArgument.field("text", "must not be empty")
+        validate(replace(query, vector=[1.0]))  # a bad limit or filter is refused before the provider is paid
         async with self._pool.acquire() as conn:
             access = await resolve_project_access(conn, principal, query.owner, query.project_handle, "read")
             target = await self._project_target(conn, access)
