@@ -12,7 +12,8 @@ gets the same vector whatever the form, and a text search for a stored text find
 Failing on command: ``fail(kind, times)`` queues failures for the next requests — 401, 403, 429 (with
 ``retry_after``), 500, ``slow`` (``seconds`` before answering), ``wrong_dims``, ``too_few``, ``too_long``,
 ``redirect``. Rule-based, for requests whose texts contain a marker: a text containing ``TOO_LONG`` gets a
-too-long error (whatever else is in the request, as real providers do), one containing ``FAIL_401`` a 401.
+too-long error (whatever else is in the request, as real providers do), one containing ``FAIL_401`` a 401,
+one containing ``SLOW`` waits a second first.
 Error messages echo the key the request carried, so tests see that it never travels further.
 """
 
@@ -193,6 +194,8 @@ class FakeProvider:
                 time.sleep(self.delay)
             carried = " ".join(v for v in [*headers.values(), *(x for vs in query.values() for x in vs)] if v)
             carried += " " + " ".join(str(body[k]) for k in body if k not in KNOWN_BODY_MEMBERS)
+            if any("SLOW" in t for t in texts):
+                time.sleep(1.0)
             if any("FAIL_401" in t for t in texts):
                 return 401, {}, {"error": {"message": f"invalid key: {carried}"}}
             if any("TOO_LONG" in t for t in texts):

@@ -549,3 +549,28 @@ async def test_the_observer_hears_every_call_and_retry_without_key_or_text(db_ur
         ("cohere", "alice/inst", "auth_refused"),
     ]
     assert observer.retries == [("cohere", "alice/inst", "rate_limited")]
+
+
+async def test_a_failing_request_among_several_fails_the_call_cleanly(vdb, fake) -> None:
+    await add_standard(vdb, "three", "openai", "auth_bearer", "Authorization", max_inputs=3)
+    alice = await world(vdb, fake, "openai", standard="three")
+    texts = [f"text {i}" for i in range(15)]
+    texts[0] = "SLOW"  # the first request is still out when the second fails
+    texts[4] = "FAIL_401"
+    err = await rpc_error(
+        vdb.embeddings.EmbedTexts(pb.EmbedTextsRequest(instance="inst", texts=texts), metadata=bearer(alice)),
+        C.FAILED_PRECONDITION,
+    )
+    assert "refused the instance's API key" in err.details()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_each_shapes_too_long_error_names_the_text(vdb, fake, shape: str) -> None:
+    alice = await world(vdb, fake, shape)
+    err = await rpc_error(
+        vdb.embeddings.EmbedTexts(
+            pb.EmbedTextsRequest(instance="inst", texts=["fine", "fine too", "TOO_LONG here"]), metadata=bearer(alice)
+        ),
+        C.INVALID_ARGUMENT,
+    )
+    assert err.details().startswith("texts[2]") and "too long" in err.details()

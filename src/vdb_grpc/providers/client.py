@@ -280,11 +280,13 @@ class ProviderClient:
         finally:
             for t in tasks:
                 t.cancel()
-        for t in tasks:  # the first failure in text order
-            if not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-        for (start, chunk), t in zip(chunks, tasks, strict=True):
-            out[start : start + len(chunk)] = t.result()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:  # the first failure in text order (cancelled requests are not failures)
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+        for (start, chunk), rows in zip(chunks, outcomes, strict=True):
+            assert isinstance(rows, np.ndarray)
+            out[start : start + len(chunk)] = rows
         return out
 
     async def _chunk(
