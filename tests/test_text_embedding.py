@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fake_provider import FakeProvider, fake_vector
 from google.rpc import error_details_pb2, status_pb2
-from harness import ADMIN, ANON, bearer, rpc_error
+from harness import ADMIN, ANON, bearer, field_violations, rpc_error
 from text_helpers import DIMS, PROVIDER_KEY, add_instance, add_project, add_standard, items, upsert, world
 
 from vdb_grpc.providers import client as provider_client
@@ -254,6 +254,8 @@ async def test_upsert_texts_checks_every_item_before_any_provider_call(vdb, fake
     err = await rpc_error(vdb.embeddings.UpsertTexts(req, metadata=bearer(alice)), C.INVALID_ARGUMENT)
     assert fake.requests == []
     assert "items[" in err.details() and "embeddings[" not in err.details()
+    fields = [v[0] for v in field_violations(err)]
+    assert fields == ["items[1].text_id", "items[2].text", "items[3].text_id"], fields
     bad = await vdb.create_user("bob")
     await rpc_error(vdb.embeddings.UpsertTexts(upsert("alice", ("a", "x")), metadata=bearer(bad)), C.PERMISSION_DENIED)
     assert fake.requests == []

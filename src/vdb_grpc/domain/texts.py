@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -176,6 +177,24 @@ def _check_texts(texts: list[str], text_ids: list[str] | None, target: ProviderT
         raise InvalidArgument(f"{first.field}: {first.description}{more}{NOTHING_STORED}", field_violations=violations)
 
 
+def _merged(text_error: InvalidArgument | None, upload_error: VdbError) -> VdbError:
+    """One error listing the text problems and the upload checks' problems of a batch, in item order."""
+    if text_error is None:
+        return upload_error
+
+    def item(v: FieldViolation) -> int:
+        m = re.match(r"items\[(\d+)\]", v.field)
+        return int(m.group(1)) if m else 1 << 30
+
+    violations = sorted([*text_error.field_violations, *upload_error.field_violations], key=item)
+    first = violations[0]
+    return InvalidArgument(
+        f"{first.field}: {first.description}; {len(violations)} problems in all (see the BadRequest details)"
+        + NOTHING_STORED,
+        field_violations=violations,
+    )
+
+
 def _too_long(exc: TextTooLong, text_ids: list[str] | None, field: str) -> InvalidArgument:
     """The provider's too-long refusal, naming the text."""
     name = f"{field}[{exc.index}].text" if text_ids is not None else f"{field}[{exc.index}]"
@@ -296,12 +315,20 @@ class Texts:
         async with self._pool.acquire() as conn:
             access = await resolve_project_access(conn, principal, owner, project_handle, "write")
             target = await self._project_target(conn, access)
-            _check_texts(items.texts, items.text_ids, target, "items")
             n, dims = len(items), target.dimensions
+            text_error: InvalidArgument | None = None
+            try:
+                _check_texts(items.texts, items.text_ids, target, "items")
+            except InvalidArgument as exc:
+                text_error = exc
             try:
                 self._embeddings.check_items(access, self._upload(items, np.ones((n, dims), np.float32), target))
+            except InvalidArgument as exc:
+                raise _merged(text_error, _as_items(exc)) from None
             except VdbError as exc:
                 raise _as_items(exc) from None
+            if text_error is not None:
+                raise text_error
             stored = await q.stored_texts(conn, access.project_id, items.text_ids) if n else {}
         fingerprint = target.fingerprint()
         vectors = np.empty((n, dims), dtype=np.float32)
