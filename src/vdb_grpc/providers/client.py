@@ -365,12 +365,14 @@ class ProviderClient:
             raise Unavailable("the server is not serving (its provider client is closed)")
         async with self._limit(target):
             timeout = self._timeout
+            cut_by_deadline = False
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining < MIN_REQUEST_SECONDS:
                     raise DeadlineExceeded(
                         f"the call's deadline left no time for a request to the provider of instance {target.instance}"
                     )
+                cut_by_deadline = remaining < timeout
                 timeout = min(timeout, remaining)
             url = httpx.URL(shape.url(target))
             started = time.perf_counter()
@@ -390,6 +392,10 @@ class ProviderClient:
                     async with asyncio.timeout(timeout):
                         response = await http.send(request)
                 except (TimeoutError, httpx.TimeoutException):
+                    if cut_by_deadline:
+                        raise DeadlineExceeded(
+                            f"the call's deadline passed while waiting for the provider of instance {target.instance}"
+                        ) from None
                     return f"no answer within {timeout:.1f}s", None, "timeout"
                 except httpx.TransportError as exc:
                     return f"connection failed: {type(exc).__name__}", None, "connection"
