@@ -132,6 +132,12 @@ def test_template_env_lists_every_setting():
         "VDB_HNSW_EF_SEARCH",
         "VDB_TLS_CERT_FILE",
         "VDB_TLS_KEY_FILE",
+        "VDB_PROVIDER_ALLOW",
+        "VDB_PROVIDER_CONCURRENCY",
+        "VDB_PROVIDER_TIMEOUT_SECONDS",
+        "VDB_PROVIDER_RETRIES",
+        "VDB_QUERY_CACHE_SIZE",
+        "VDB_QUERY_CACHE_SECONDS",
     }
     for name in names:
         assert f"{name}=" in template, name

@@ -95,7 +95,7 @@ def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
 
 
 def rich_status(code: grpc.StatusCode, exc: errors.VdbError) -> status_pb2.Status:
-    """A ``google.rpc.Status`` with BadRequest / PreconditionFailure / ResourceInfo / ErrorInfo details."""
+    """A ``google.rpc.Status`` with BadRequest / PreconditionFailure / ResourceInfo / ErrorInfo / RetryInfo details."""
     details: list[Any] = []
     if exc.field_violations:
         details.append(

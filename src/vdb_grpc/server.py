@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha import reflection
 from vdb_grpc.api.admin import AdminServicer
 from vdb_grpc.api.api_standards import ApiStandardServicer
 from vdb_grpc.api.definitions import LlmDefinitionServicer
-from vdb_grpc.api.embeddings import EmbeddingServicer
 from vdb_grpc.api.instances import LlmInstanceServicer
 from vdb_grpc.api.projects import ProjectServicer
+from vdb_grpc.api.texts import EmbeddingTextServicer
 from vdb_grpc.api.users import UserServicer
 from vdb_grpc.cache import CoherentCache, Generation, ReplicaInvalidation
 from vdb_grpc.crypto import ApiKeyCipher
@@ -30,10 +30,13 @@ from vdb_grpc.domain.embeddings import Embeddings
 from vdb_grpc.domain.instances import Instances
 from vdb_grpc.domain.projects import Projects
 from vdb_grpc.domain.search import Search
+from vdb_grpc.domain.texts import Texts
 from vdb_grpc.domain.users import Users
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
+from vdb_grpc.providers import ProviderClient, ProviderObserver
+from vdb_grpc.providers.egress import EgressPolicy
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
 from vdb_grpc.runtime.metrics import Metrics
 from vdb_grpc.runtime.ratelimit import RateLimiter
@@ -84,6 +87,7 @@ class VdbServer:
     metrics_listen: str | None = None
     metrics_port: int | None = None
     read_routing: ReadRouting | None = None
+    providers: ProviderClient | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
@@ -91,6 +95,8 @@ class VdbServer:
             self.metrics.start()
             if self.metrics_listen is not None:
                 self.metrics_port = self.metrics.serve_http(self.metrics_listen)
+        if self.providers is not None:
+            await self.providers.start()
         await self.server.start()
         if self.replicas is not None:
             self.replicas.start()
@@ -107,6 +113,8 @@ class VdbServer:
         await self.server.stop(grace)
         if self.replicas is not None:
             await self.replicas.stop()
+        if self.providers is not None:
+            await self.providers.close()
         if self.metrics is not None:
             await self.metrics.stop()
 
@@ -122,12 +130,15 @@ def build_server(
     *,
     listen_dsn: str | None = None,
     read_pool: asyncpg.Pool | None = None,
+    provider_observer: ProviderObserver | None = None,
 ) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``.
 
     ``listen_dsn``: the database URL for the connection that hears other replicas' access changes
     (``vdb_grpc.cache.ReplicaInvalidation``); None: this server relies on the cache TTL for them.
     ``read_pool``: a pool on a streaming replica for read calls (``vdb_grpc.runtime.read_routing``).
+    ``provider_observer``: told of every provider request and retry of server-side embedding; None: the
+    server's metrics when VDB_METRICS_LISTEN is set, else nobody.
     """
     # Operations (vdb_grpc.runtime): metrics when VDB_METRICS_LISTEN is set, rate limits when
     # VDB_RATE_LIMIT_RPS > 0, and read calls on the replica's pool behind the same pool interface.
@@ -191,6 +202,23 @@ def build_server(
     definitions = Definitions(pool)
     instances = Instances(pool, cipher)
     admin = Admin(primary_pool, cipher)
+    # Server-side embedding: one HTTP client for the server's lifetime (opened and closed by VdbServer).
+    providers = ProviderClient(
+        cipher,
+        egress=EgressPolicy(settings.provider_allow),
+        concurrency=settings.provider_concurrency,
+        timeout=settings.provider_timeout_seconds,
+        retries=settings.provider_retries,
+        observer=provider_observer if provider_observer is not None else metrics,
+    )
+    texts = Texts(
+        pool,
+        embeddings,
+        search,
+        providers,
+        query_cache_size=settings.query_cache_size,
+        query_cache_seconds=settings.query_cache_seconds,
+    )
 
     server = grpc.aio.server(
         interceptors=[
@@ -212,7 +240,7 @@ def build_server(
     user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
-    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(embeddings, search), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingTextServicer(embeddings, search, texts), server)
     llm_definition_pb2_grpc.add_LlmDefinitionServiceServicer_to_server(LlmDefinitionServicer(definitions), server)
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
@@ -244,6 +272,7 @@ def build_server(
         metrics=metrics,
         metrics_listen=settings.metrics_listen,
         read_routing=routing,
+        providers=providers,
     )
 
 

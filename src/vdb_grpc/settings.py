@@ -7,7 +7,9 @@ reported together (``SettingsError`` lists every problem), so an operator fixes 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,20 @@ class Settings:
     database_read_url: str | None = None
     """``VDB_DATABASE_READ_URL``: libpq URL of a streaming replica of VDB_DATABASE_URL that serves Get, List and
     Search calls (falling back to the primary while it is unreachable); None = everything on the primary."""
+    provider_allow: tuple[str, ...] = ()
+    """``VDB_PROVIDER_ALLOW``: comma-separated hosts and IP addresses/CIDRs an instance's endpoint may reach although
+    they are not public (loopback, private, link-local …), e.g. ``127.0.0.1,ollama.internal``. Public addresses are
+    always allowed; everything else is refused."""
+    provider_concurrency: int = 4
+    """``VDB_PROVIDER_CONCURRENCY``: most concurrent requests to one instance's provider (per server)."""
+    provider_timeout_seconds: float = 30.0
+    """``VDB_PROVIDER_TIMEOUT_SECONDS``: longest wait for one provider request (never past the caller's deadline)."""
+    provider_retries: int = 3
+    """``VDB_PROVIDER_RETRIES``: retries of a provider request after 429, 5xx or a connection error."""
+    query_cache_size: int = 1000
+    """``VDB_QUERY_CACHE_SIZE``: query texts of text searches whose vectors are kept (0 = none)."""
+    query_cache_seconds: float = 60.0
+    """``VDB_QUERY_CACHE_SECONDS``: how long a query text's vector is reused."""
 
     @property
     def embedded(self) -> bool:
@@ -232,6 +248,29 @@ class Settings:
                 problems.append("VDB_DATABASE_READ_URL must start with postgresql:// (a libpq URL)")
             if database_url is None:
                 problems.append("VDB_DATABASE_READ_URL needs VDB_DATABASE_URL (a replica of an external primary)")
+        provider_allow = tuple(p.strip() for p in env.get("VDB_PROVIDER_ALLOW", "").split(",") if p.strip())
+        for entry in provider_allow:
+            if not _allow_entry_ok(entry):
+                problems.append(f"VDB_PROVIDER_ALLOW: {entry!r} is neither a host name nor an IP address or CIDR")
+        provider_concurrency = integer("VDB_PROVIDER_CONCURRENCY", cls.provider_concurrency, 1, 1000)
+        provider_retries = integer("VDB_PROVIDER_RETRIES", cls.provider_retries, 0, 20)
+        query_cache_size = integer("VDB_QUERY_CACHE_SIZE", cls.query_cache_size, 0, 1_000_000)
+
+        def seconds(name: str, default: float, minimum: float, maximum: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+                if not minimum <= value <= maximum:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"{name} must be a number of seconds from {minimum:g} to {maximum:g}, got {raw!r}")
+                return default
+            return value
+
+        provider_timeout = seconds("VDB_PROVIDER_TIMEOUT_SECONDS", cls.provider_timeout_seconds, 0.1, 600)
+        query_cache_seconds = seconds("VDB_QUERY_CACHE_SECONDS", cls.query_cache_seconds, 0, 86400)
 
         if problems:
             raise SettingsError(problems)
@@ -259,8 +298,27 @@ class Settings:
             rate_limit_rps=rate_limit_rps,
             rate_limit_burst=rate_limit_burst,
             database_read_url=database_read_url,
+            provider_allow=provider_allow,
+            provider_concurrency=provider_concurrency,
+            provider_timeout_seconds=provider_timeout,
+            provider_retries=provider_retries,
+            query_cache_size=query_cache_size,
+            query_cache_seconds=query_cache_seconds,
         )
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (used to fill in embedded-mode secrets and test overrides)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _allow_entry_ok(entry: str) -> bool:
+    """A VDB_PROVIDER_ALLOW entry: an IP address, a CIDR, or a DNS host name."""
+    try:
+        ipaddress.ip_network(entry.strip("[]"), strict=False)
+        return True
+    except ValueError:
+        pass
+    return len(entry) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in entry.rstrip(".").split("."))

@@ -17,6 +17,9 @@ def _message(s: ApiStandardRow) -> pb.ApiStandard:
         description=s.description,
         key_method=s.key_method,
         key_field=s.key_field,
+        request_shape=s.request_shape,
+        key_optional=s.key_optional,
+        max_inputs=s.max_inputs,
     )
 
 
@@ -26,6 +29,9 @@ def _row(m: pb.ApiStandard) -> ApiStandardRow:
         description=m.description,
         key_method=m.key_method,
         key_field=m.key_field,
+        request_shape=m.request_shape,
+        key_optional=m.key_optional,
+        max_inputs=m.max_inputs,
     )
 
 

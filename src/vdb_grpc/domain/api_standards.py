@@ -17,7 +17,11 @@ from vdb_grpc.queries.api_standards import ApiStandardRow
 from vdb_grpc.validation import check_handle, check_max_length
 
 KEY_METHODS = ("auth_bearer", "body_form", "query_param", "custom_header")
-UPDATABLE_FIELDS = frozenset({"description", "key_method", "key_field"})
+UPDATABLE_FIELDS = frozenset({"description", "key_method", "key_field", "request_shape", "key_optional", "max_inputs"})
+#: Request shapes the service can call (``vdb_grpc.providers``); "" = none.
+REQUEST_SHAPES = ("openai", "cohere", "gemini", "ollama")
+#: Upper bound of ``max_inputs`` (a request of more texts would exceed any provider's limit).
+MAX_INPUTS_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ def _validate(s: ApiStandardRow, fields: Collection[str] = UPDATABLE_FIELDS) -> 
         raise InvalidArgument.field("api_standard.key_method", f"must be one of {', '.join(KEY_METHODS)}")
     if "key_field" in fields:
         check_max_length(s.key_field, 20, "api_standard.key_field")
+    if "request_shape" in fields and s.request_shape and s.request_shape not in REQUEST_SHAPES:
+        raise InvalidArgument.field(
+            "api_standard.request_shape", f"must be empty or one of {', '.join(REQUEST_SHAPES)}"
+        )
+    if "max_inputs" in fields and not 0 <= s.max_inputs <= MAX_INPUTS_LIMIT:
+        raise InvalidArgument.field("api_standard.max_inputs", f"must be between 0 and {MAX_INPUTS_LIMIT}")
 
 
 class ApiStandards:

@@ -437,6 +437,7 @@ def _in_stream(exc: VdbError, batch: int, done: StreamResult) -> VdbError:
         field_violations=exc.field_violations,
         preconditions=exc.preconditions,
         resource=exc.resource,
+        retry_after_seconds=exc.retry_after_seconds,
         info=ErrorInfo(
             "STREAM_BATCH_FAILED",
             (
@@ -478,6 +479,15 @@ class Embeddings:
                 f"{n} items exceed the limit of {self._max_batch_items} per request "
                 "(VDB_MAX_BATCH_ITEMS); split the batch or use StreamUpsertEmbeddings",
             )
+
+    def check_items(self, access: ProjectAccess, batch: UploadBatch) -> None:
+        """Every check ``upsert`` makes of ``batch`` for the project of ``access``, without writing anything
+        (server-side embedding refuses a bad batch before paying the provider for its vectors).
+
+        Raises:
+            InvalidArgument, FailedPrecondition: as ``upsert``.
+        """
+        self._prepare(batch, self._target(access))
 
     def _schema(self, text: str | None) -> MetadataSchema | None:
         if not text:

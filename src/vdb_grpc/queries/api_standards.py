@@ -17,6 +17,12 @@ class ApiStandardRow:
     description: str
     key_method: str
     key_field: str
+    #: "openai", "cohere", "gemini", "ollama"; "" = the service cannot call this standard's providers.
+    request_shape: str = ""
+    #: An instance without a key is called without one.
+    key_optional: bool = False
+    #: Most texts per provider request; 0 = the shape's own limit.
+    max_inputs: int = 0
 
 
 def _row(r: asyncpg.Record) -> ApiStandardRow:
@@ -25,14 +31,18 @@ def _row(r: asyncpg.Record) -> ApiStandardRow:
         description=r["description"] or "",
         key_method=r["key_method"],
         key_field=r["key_field"] or "",
+        request_shape=r["request_shape"] or "",
+        key_optional=r["key_optional"],
+        max_inputs=r["max_inputs"],
     )
 
 
-COLUMNS = "api_standard_handle, description, key_method, key_field"
+COLUMNS = "api_standard_handle, description, key_method, key_field, request_shape, key_optional, max_inputs"
 
 INSERT = f"""
-INSERT INTO api_standards (api_standard_handle, description, key_method, key_field)
-VALUES ($1, $2, $3, $4)
+INSERT INTO api_standards
+    (api_standard_handle, description, key_method, key_field, request_shape, key_optional, max_inputs)
+VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7)
 RETURNING {COLUMNS}
 """
 
@@ -40,7 +50,18 @@ RETURNING {COLUMNS}
 async def insert_api_standard(conn: asyncpg.Connection, s: ApiStandardRow) -> ApiStandardRow:
     """Create a standard; AlreadyExists when the handle is taken."""
     try:
-        return _row(await conn.fetchrow(INSERT, s.api_standard_handle, s.description, s.key_method, s.key_field))
+        return _row(
+            await conn.fetchrow(
+                INSERT,
+                s.api_standard_handle,
+                s.description,
+                s.key_method,
+                s.key_field,
+                s.request_shape,
+                s.key_optional,
+                s.max_inputs,
+            )
+        )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(
             f"API standard {s.api_standard_handle!r} already exists",
@@ -71,7 +92,8 @@ async def list_api_standards(conn: asyncpg.Connection, after: str | None, limit:
 
 
 UPDATE = f"""
-UPDATE api_standards SET description = $2, key_method = $3, key_field = $4, updated_at = now()
+UPDATE api_standards SET description = $2, key_method = $3, key_field = $4, request_shape = nullif($5, ''),
+    key_optional = $6, max_inputs = $7, updated_at = now()
 WHERE api_standard_handle = $1
 RETURNING {COLUMNS}
 """
@@ -79,7 +101,16 @@ RETURNING {COLUMNS}
 
 async def update_api_standard(conn: asyncpg.Connection, s: ApiStandardRow) -> ApiStandardRow | None:
     """Overwrite the mutable fields; None when absent."""
-    row = await conn.fetchrow(UPDATE, s.api_standard_handle, s.description, s.key_method, s.key_field)
+    row = await conn.fetchrow(
+        UPDATE,
+        s.api_standard_handle,
+        s.description,
+        s.key_method,
+        s.key_field,
+        s.request_shape,
+        s.key_optional,
+        s.max_inputs,
+    )
     return _row(row) if row else None
 
 

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evdb_grpc/v1/api_standard.proto\x12\x0bvdb_grpc.v1\x1a google/protobuf/field_mask.proto\"f\n\x0b\x41piStandard\x12\x1b\n\x13\x61pi_standard_handle\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nkey_method\x18\x03 \x01(\t\x12\x11\n\tkey_field\x18\x04 \x01(\t\"J\n\x18\x43reateApiStandardRequest\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\"K\n\x19\x43reateApiStandardResponse\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\"4\n\x15GetApiStandardRequest\x12\x1b\n\x13\x61pi_standard_handle\x18\x01 \x01(\t\"H\n\x16GetApiStandardResponse\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\"@\n\x17ListApiStandardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x18ListApiStandardsResponse\x12/\n\rapi_standards\x18\x01 \x03(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x18UpdateApiStandardRequest\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"\\\n\x19UpdateApiStandardResponse\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"7\n\x18\x44\x65leteApiStandardRequest\x12\x1b\n\x13\x61pi_standard_handle\x18\x01 \x01(\t\"\x1b\n\x19\x44\x65leteApiStandardResponse2\xfc\x03\n\x12\x41piStandardService\x12\x62\n\x11\x43reateApiStandard\x12%.vdb_grpc.v1.CreateApiStandardRequest\x1a&.vdb_grpc.v1.CreateApiStandardResponse\x12Y\n\x0eGetApiStandard\x12\".vdb_grpc.v1.GetApiStandardRequest\x1a#.vdb_grpc.v1.GetApiStandardResponse\x12_\n\x10ListApiStandards\x12$.vdb_grpc.v1.ListApiStandardsRequest\x1a%.vdb_grpc.v1.ListApiStandardsResponse\x12\x62\n\x11UpdateApiStandard\x12%.vdb_grpc.v1.UpdateApiStandardRequest\x1a&.vdb_grpc.v1.UpdateApiStandardResponse\x12\x62\n\x11\x44\x65leteApiStandard\x12%.vdb_grpc.v1.DeleteApiStandardRequest\x1a&.vdb_grpc.v1.DeleteApiStandardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evdb_grpc/v1/api_standard.proto\x12\x0bvdb_grpc.v1\x1a google/protobuf/field_mask.proto\"\xa7\x01\n\x0b\x41piStandard\x12\x1b\n\x13\x61pi_standard_handle\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nkey_method\x18\x03 \x01(\t\x12\x11\n\tkey_field\x18\x04 \x01(\t\x12\x15\n\rrequest_shape\x18\x05 \x01(\t\x12\x14\n\x0ckey_optional\x18\x06 \x01(\x08\x12\x12\n\nmax_inputs\x18\x07 \x01(\x05\"J\n\x18\x43reateApiStandardRequest\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\"K\n\x19\x43reateApiStandardResponse\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\"4\n\x15GetApiStandardRequest\x12\x1b\n\x13\x61pi_standard_handle\x18\x01 \x01(\t\"H\n\x16GetApiStandardResponse\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\"@\n\x17ListApiStandardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x18ListApiStandardsResponse\x12/\n\rapi_standards\x18\x01 \x03(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x18UpdateApiStandardRequest\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"\\\n\x19UpdateApiStandardResponse\x12.\n\x0c\x61pi_standard\x18\x01 \x01(\x0b\x32\x18.vdb_grpc.v1.ApiStandard\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"7\n\x18\x44\x65leteApiStandardRequest\x12\x1b\n\x13\x61pi_standard_handle\x18\x01 \x01(\t\"\x1b\n\x19\x44\x65leteApiStandardResponse2\xfc\x03\n\x12\x41piStandardService\x12\x62\n\x11\x43reateApiStandard\x12%.vdb_grpc.v1.CreateApiStandardRequest\x1a&.vdb_grpc.v1.CreateApiStandardResponse\x12Y\n\x0eGetApiStandard\x12\".vdb_grpc.v1.GetApiStandardRequest\x1a#.vdb_grpc.v1.GetApiStandardResponse\x12_\n\x10ListApiStandards\x12$.vdb_grpc.v1.ListApiStandardsRequest\x1a%.vdb_grpc.v1.ListApiStandardsResponse\x12\x62\n\x11UpdateApiStandard\x12%.vdb_grpc.v1.UpdateApiStandardRequest\x1a&.vdb_grpc.v1.UpdateApiStandardResponse\x12\x62\n\x11\x44\x65leteApiStandard\x12%.vdb_grpc.v1.DeleteApiStandardRequest\x1a&.vdb_grpc.v1.DeleteApiStandardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vdb_grpc.v1.api_standard_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APISTANDARD']._serialized_start=81
-  _globals['_APISTANDARD']._serialized_end=183
-  _globals['_CREATEAPISTANDARDREQUEST']._serialized_start=185
-  _globals['_CREATEAPISTANDARDREQUEST']._serialized_end=259
-  _globals['_CREATEAPISTANDARDRESPONSE']._serialized_start=261
-  _globals['_CREATEAPISTANDARDRESPONSE']._serialized_end=336
-  _globals['_GETAPISTANDARDREQUEST']._serialized_start=338
-  _globals['_GETAPISTANDARDREQUEST']._serialized_end=390
-  _globals['_GETAPISTANDARDRESPONSE']._serialized_start=392
-  _globals['_GETAPISTANDARDRESPONSE']._serialized_end=464
-  _globals['_LISTAPISTANDARDSREQUEST']._serialized_start=466
-  _globals['_LISTAPISTANDARDSREQUEST']._serialized_end=530
-  _globals['_LISTAPISTANDARDSRESPONSE']._serialized_start=532
-  _globals['_LISTAPISTANDARDSRESPONSE']._serialized_end=632
-  _globals['_UPDATEAPISTANDARDREQUEST']._serialized_start=635
-  _globals['_UPDATEAPISTANDARDREQUEST']._serialized_end=781
-  _globals['_UPDATEAPISTANDARDRESPONSE']._serialized_start=783
-  _globals['_UPDATEAPISTANDARDRESPONSE']._serialized_end=875
-  _globals['_DELETEAPISTANDARDREQUEST']._serialized_start=877
-  _globals['_DELETEAPISTANDARDREQUEST']._serialized_end=932
-  _globals['_DELETEAPISTANDARDRESPONSE']._serialized_start=934
-  _globals['_DELETEAPISTANDARDRESPONSE']._serialized_end=961
-  _globals['_APISTANDARDSERVICE']._serialized_start=964
-  _globals['_APISTANDARDSERVICE']._serialized_end=1472
+  _globals['_APISTANDARD']._serialized_start=82
+  _globals['_APISTANDARD']._serialized_end=249
+  _globals['_CREATEAPISTANDARDREQUEST']._serialized_start=251
+  _globals['_CREATEAPISTANDARDREQUEST']._serialized_end=325
+  _globals['_CREATEAPISTANDARDRESPONSE']._serialized_start=327
+  _globals['_CREATEAPISTANDARDRESPONSE']._serialized_end=402
+  _globals['_GETAPISTANDARDREQUEST']._serialized_start=404
+  _globals['_GETAPISTANDARDREQUEST']._serialized_end=456
+  _globals['_GETAPISTANDARDRESPONSE']._serialized_start=458
+  _globals['_GETAPISTANDARDRESPONSE']._serialized_end=530
+  _globals['_LISTAPISTANDARDSREQUEST']._serialized_start=532
+  _globals['_LISTAPISTANDARDSREQUEST']._serialized_end=596
+  _globals['_LISTAPISTANDARDSRESPONSE']._serialized_start=598
+  _globals['_LISTAPISTANDARDSRESPONSE']._serialized_end=698
+  _globals['_UPDATEAPISTANDARDREQUEST']._serialized_start=701
+  _globals['_UPDATEAPISTANDARDREQUEST']._serialized_end=847
+  _globals['_UPDATEAPISTANDARDRESPONSE']._serialized_start=849
+  _globals['_UPDATEAPISTANDARDRESPONSE']._serialized_end=941
+  _globals['_DELETEAPISTANDARDREQUEST']._serialized_start=943
+  _globals['_DELETEAPISTANDARDREQUEST']._serialized_end=998
+  _globals['_DELETEAPISTANDARDRESPONSE']._serialized_start=1000
+  _globals['_DELETEAPISTANDARDRESPONSE']._serialized_end=1027
+  _globals['_APISTANDARDSERVICE']._serialized_start=1030
+  _globals['_APISTANDARDSERVICE']._serialized_end=1538
 # @@protoc_insertion_point(module_scope)

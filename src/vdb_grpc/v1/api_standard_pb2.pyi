@@ -8,16 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ApiStandard(_message.Message):
-    __slots__ = ("api_standard_handle", "description", "key_method", "key_field")
+    __slots__ = ("api_standard_handle", "description", "key_method", "key_field", "request_shape", "key_optional", "max_inputs")
     API_STANDARD_HANDLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     KEY_METHOD_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_OPTIONAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
     api_standard_handle: str
     description: str
     key_method: str
     key_field: str
-    def __init__(self, api_standard_handle: _Optional[str] = ..., description: _Optional[str] = ..., key_method: _Optional[str] = ..., key_field: _Optional[str] = ...) -> None: ...
+    request_shape: str
+    key_optional: bool
+    max_inputs: int
+    def __init__(self, api_standard_handle: _Optional[str] = ..., description: _Optional[str] = ..., key_method: _Optional[str] = ..., key_field: _Optional[str] = ..., request_shape: _Optional[str] = ..., key_optional: _Optional[bool] = ..., max_inputs: _Optional[int] = ...) -> None: ...
 
 class CreateApiStandardRequest(_message.Message):
     __slots__ = ("api_standard",)

@@ -148,11 +148,12 @@ class MetadataCondition(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class SearchSimilarRequest(_message.Message):
-    __slots__ = ("owner", "project_handle", "text_id", "vector", "limit", "offset", "threshold", "exclude", "require", "include_text", "include_metadata")
+    __slots__ = ("owner", "project_handle", "text_id", "vector", "text", "limit", "offset", "threshold", "exclude", "require", "include_text", "include_metadata")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PROJECT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +165,7 @@ class SearchSimilarRequest(_message.Message):
     project_handle: str
     text_id: str
     vector: QueryVector
+    text: str
     limit: int
     offset: int
     threshold: float
@@ -171,7 +173,7 @@ class SearchSimilarRequest(_message.Message):
     require: _containers.RepeatedCompositeFieldContainer[MetadataCondition]
     include_text: bool
     include_metadata: bool
-    def __init__(self, owner: _Optional[str] = ..., project_handle: _Optional[str] = ..., text_id: _Optional[str] = ..., vector: _Optional[_Union[QueryVector, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., threshold: _Optional[float] = ..., exclude: _Optional[_Iterable[_Union[MetadataCondition, _Mapping]]] = ..., require: _Optional[_Iterable[_Union[MetadataCondition, _Mapping]]] = ..., include_text: _Optional[bool] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
+    def __init__(self, owner: _Optional[str] = ..., project_handle: _Optional[str] = ..., text_id: _Optional[str] = ..., vector: _Optional[_Union[QueryVector, _Mapping]] = ..., text: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., threshold: _Optional[float] = ..., exclude: _Optional[_Iterable[_Union[MetadataCondition, _Mapping]]] = ..., require: _Optional[_Iterable[_Union[MetadataCondition, _Mapping]]] = ..., include_text: _Optional[bool] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("text_id", "similarity", "text", "metadata")
@@ -190,3 +192,81 @@ class SearchSimilarResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EmbedTextsRequest(_message.Message):
+    __slots__ = ("instance", "texts")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instance: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EmbedTextsResponse(_message.Message):
+    __slots__ = ("vectors",)
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[Vector]
+    def __init__(self, vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
+
+class TextItem(_message.Message):
+    __slots__ = ("text_id", "text", "metadata")
+    TEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    text_id: str
+    text: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, text_id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpsertTextsRequest(_message.Message):
+    __slots__ = ("owner", "project_handle", "items")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    project_handle: str
+    items: _containers.RepeatedCompositeFieldContainer[TextItem]
+    def __init__(self, owner: _Optional[str] = ..., project_handle: _Optional[str] = ..., items: _Optional[_Iterable[_Union[TextItem, _Mapping]]] = ...) -> None: ...
+
+class UpsertTextsResponse(_message.Message):
+    __slots__ = ("text_ids", "count", "inserted", "replaced", "reused")
+    TEXT_IDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    text_ids: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    inserted: int
+    replaced: int
+    reused: int
+    def __init__(self, text_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., reused: _Optional[int] = ...) -> None: ...
+
+class StreamUpsertTextsRequest(_message.Message):
+    __slots__ = ("owner", "project_handle", "items")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    project_handle: str
+    items: _containers.RepeatedCompositeFieldContainer[TextItem]
+    def __init__(self, owner: _Optional[str] = ..., project_handle: _Optional[str] = ..., items: _Optional[_Iterable[_Union[TextItem, _Mapping]]] = ...) -> None: ...
+
+class StreamUpsertTextsResponse(_message.Message):
+    __slots__ = ("batches", "count", "inserted", "replaced", "reused")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    batches: int
+    count: int
+    inserted: int
+    replaced: int
+    reused: int
+    def __init__(self, batches: _Optional[int] = ..., count: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., reused: _Optional[int] = ...) -> None: ...

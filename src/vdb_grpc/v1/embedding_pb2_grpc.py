@@ -70,6 +70,21 @@ class EmbeddingServiceStub:
                 request_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.SearchSimilarRequest.SerializeToString,
                 response_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.SearchSimilarResponse.FromString,
                 _registered_method=True)
+        self.EmbedTexts = channel.unary_unary(
+                '/vdb_grpc.v1.EmbeddingService/EmbedTexts',
+                request_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.EmbedTextsRequest.SerializeToString,
+                response_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.EmbedTextsResponse.FromString,
+                _registered_method=True)
+        self.UpsertTexts = channel.unary_unary(
+                '/vdb_grpc.v1.EmbeddingService/UpsertTexts',
+                request_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.UpsertTextsRequest.SerializeToString,
+                response_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.UpsertTextsResponse.FromString,
+                _registered_method=True)
+        self.StreamUpsertTexts = channel.stream_unary(
+                '/vdb_grpc.v1.EmbeddingService/StreamUpsertTexts',
+                request_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.StreamUpsertTextsRequest.SerializeToString,
+                response_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.StreamUpsertTextsResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -128,7 +143,41 @@ class EmbeddingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchSimilar(self, request, context):
-        """Returns the stored embeddings most similar (cosine) to a stored text_id or to a raw vector.
+        """Returns the stored embeddings most similar (cosine) to a stored text_id, a raw vector or a text (embedded
+        with the project's instance in its query form; see `text`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedTexts(self, request, context):
+        """Embeds texts with an LLM service instance's provider and API key and returns the vectors; nothing is
+        stored. Allowed for the instance's owner, editors and readers, and the admin. Errors: the provider refused
+        the instance's key, or the instance has none where its standard needs one → FAILED_PRECONDITION; the
+        provider is down or too slow → UNAVAILABLE; rate limited past the retries → RESOURCE_EXHAUSTED with
+        google.rpc.RetryInfo; a text the provider finds too long → INVALID_ARGUMENT naming it; the endpoint's host
+        resolves to a non-public address not allowed by VDB_PROVIDER_ALLOW → FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertTexts(self, request, context):
+        """Embeds texts with the project's instance (document form) and stores them with exactly the checks and
+        atomicity of UpsertEmbeddings: all items or none, every failing item reported (fields "items[<index>]…").
+        An item whose stored text is the same and whose stored vector was made by this instance, unchanged since,
+        reuses that vector: no provider call. Provider errors as in EmbedTexts; nothing is stored then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamUpsertTexts(self, request_iterator, context):
+        """Bulk form of UpsertTexts with the prefix-commit semantics of StreamUpsertEmbeddings: each message is a
+        batch committed on its own, in order; the first failing batch (a provider error included) ends the call
+        with its error, its message starting "batch N: " and a google.rpc.ErrorInfo (STREAM_BATCH_FAILED) saying
+        what was committed: exactly batches 0 … N-1. The provider calls of the next batches run while the current
+        one is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,6 +220,21 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.SearchSimilar,
                     request_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.SearchSimilarRequest.FromString,
                     response_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.SearchSimilarResponse.SerializeToString,
+            ),
+            'EmbedTexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedTexts,
+                    request_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.EmbedTextsRequest.FromString,
+                    response_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.EmbedTextsResponse.SerializeToString,
+            ),
+            'UpsertTexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertTexts,
+                    request_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.UpsertTextsRequest.FromString,
+                    response_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.UpsertTextsResponse.SerializeToString,
+            ),
+            'StreamUpsertTexts': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamUpsertTexts,
+                    request_deserializer=vdb__grpc_dot_v1_dot_embedding__pb2.StreamUpsertTextsRequest.FromString,
+                    response_serializer=vdb__grpc_dot_v1_dot_embedding__pb2.StreamUpsertTextsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +427,87 @@ class EmbeddingService:
             '/vdb_grpc.v1.EmbeddingService/SearchSimilar',
             vdb__grpc_dot_v1_dot_embedding__pb2.SearchSimilarRequest.SerializeToString,
             vdb__grpc_dot_v1_dot_embedding__pb2.SearchSimilarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedTexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vdb_grpc.v1.EmbeddingService/EmbedTexts',
+            vdb__grpc_dot_v1_dot_embedding__pb2.EmbedTextsRequest.SerializeToString,
+            vdb__grpc_dot_v1_dot_embedding__pb2.EmbedTextsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertTexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vdb_grpc.v1.EmbeddingService/UpsertTexts',
+            vdb__grpc_dot_v1_dot_embedding__pb2.UpsertTextsRequest.SerializeToString,
+            vdb__grpc_dot_v1_dot_embedding__pb2.UpsertTextsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamUpsertTexts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/vdb_grpc.v1.EmbeddingService/StreamUpsertTexts',
+            vdb__grpc_dot_v1_dot_embedding__pb2.StreamUpsertTextsRequest.SerializeToString,
+            vdb__grpc_dot_v1_dot_embedding__pb2.StreamUpsertTextsResponse.FromString,
             options,
             channel_credentials,
             insecure,
