@@ -7,7 +7,8 @@ Registered by tests/conftest.py for the whole session. It
   comes back (the response as text, or the error's details and trailers, ``google.rpc`` details decoded);
   a response's own top-level ``api_key`` (CreateUser, RotateUserKey, UpdateUser creating a user: the one
   legitimate place a key is shown) is learned and left out of the recorded text;
-- adds a handler to the root logger that keeps every record emitted (with its traceback);
+- adds a handler to the root logger that keeps every record emitted (with its traceback), and lets the
+  service's loggers (``vdb_grpc.*``) emit at every level for the session;
 - after each test scans what that test recorded for every secret learned so far in the session (plus the
   test admin and encryption keys), and reports a hit as an error of that test.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,6 +46,9 @@ class SecretScanner:
         self._pattern_size = -1
         self.texts: list[tuple[str, str]] = []  # (where, text)
         self.records: list[logging.LogRecord] = []
+        self.scanned_texts = 0
+        self.scanned_records = 0
+        self.scan_seconds = 0.0
         for s in initial:
             self.learn(s)
 
@@ -125,6 +130,9 @@ class SecretScanner:
 
     def drain(self) -> list[str]:
         """Scan and forget what was recorded since the last call; return one line per hit."""
+        started = time.perf_counter()
+        self.scanned_texts += len(self.texts)
+        self.scanned_records += len(self.records)
         hits = []
         for where, text in self.texts:
             secret = self.find(text)
@@ -144,6 +152,7 @@ class SecretScanner:
                 hits.append(f"log record of {record.name} contains a secret ({secret[:6]}…): {text[:200]!r}")
         self.texts.clear()
         self.records.clear()
+        self.scan_seconds += time.perf_counter() - started
         return hits
 
 
@@ -195,9 +204,15 @@ class SecretsScanPlugin:
         self.scanner = SecretScanner(initial)
         self._handler = _KeepRecords(self.scanner)
         self._original_channel: Any = None
+        self._service_level = logging.NOTSET
 
     def install(self) -> None:
         logging.getLogger().addHandler(self._handler)
+        # The service's records at every level, not only those above the root's WARNING: a key in a DEBUG line
+        # is a leak too.
+        service = logging.getLogger("vdb_grpc")
+        self._service_level = service.level
+        service.setLevel(logging.DEBUG)
         original = grpc.aio.insecure_channel
         recorder = _Recorder(self.scanner)
 
@@ -211,6 +226,7 @@ class SecretsScanPlugin:
 
     def uninstall(self) -> None:
         logging.getLogger().removeHandler(self._handler)
+        logging.getLogger("vdb_grpc").setLevel(self._service_level)
         if self._original_channel is not None:
             grpc.aio.insecure_channel = self._original_channel
 
@@ -220,6 +236,13 @@ class SecretsScanPlugin:
         hits = self.scanner.drain()
         if hits:
             raise AssertionError(f"secrets scan of {item.nodeid}: " + "\n".join(hits[:10]))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        s = self.scanner
+        terminalreporter.write_line(
+            f"secrets scan: {s.scanned_texts} responses/errors and {s.scanned_records} log records scanned for "
+            f"{len(s.hex_secrets) + len(s.other_secrets)} secrets in {s.scan_seconds:.2f}s"
+        )
 
     def pytest_unconfigure(self) -> None:
         self.uninstall()

@@ -151,8 +151,10 @@ async def test_admin_streams_into_any_project(vdb: Harness, world: World) -> Non
 async def test_a_batch_failing_while_the_next_is_written_takes_the_next_down_too(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Batches are written ahead but committed in order: when batch 1 fails in the database after batch 2 has
-    been written (waiting for batch 1 to commit), batch 2 is rolled back and only batch 0 stays."""
+    """Batches are committed in order, and a batch takes its first lock only once the previous one has written
+    its rows (so no wait cycle can run through the stream, see ``Embeddings._commit_once``): when batch 1 fails
+    in the database while writing, batch 2 has not been written (it waited), is never committed, and only
+    batch 0 stays."""
     import vdb_grpc.domain.embeddings as domain
     from vdb_grpc.errors import FailedPrecondition
 
@@ -162,7 +164,7 @@ async def test_a_batch_failing_while_the_next_is_written_takes_the_next_down_too
     async def flaky(conn: Any, **kw: Any) -> Any:
         first = kw["text_ids"][0]
         if first.startswith("b1-"):
-            await asyncio.sleep(0.3)  # batch 2 gets written meanwhile
+            await asyncio.sleep(0.3)  # batch 2 would have been written meanwhile, were it not waiting
             raise FailedPrecondition("simulated failure while writing")
         counts = await real(conn, **kw)
         written.append(first)
@@ -177,5 +179,5 @@ async def test_a_batch_failing_while_the_next_is_written_takes_the_next_down_too
         "batch 1: simulated failure while writing; batch 0 (5 embeddings) was committed, batch 1 and any later ones"
         " were not"
     )
-    assert written == ["b0-0", "b2-0"]  # batch 2 was written …
-    assert set(await world.rows()) == {f"b0-{i}" for i in range(5)}  # … and rolled back
+    assert written == ["b0-0"]  # batch 2 waited for batch 1's rows …
+    assert set(await world.rows()) == {f"b0-{i}" for i in range(5)}  # … and is not stored
