@@ -27,6 +27,7 @@ from vdb_grpc import errors
 from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
+from vdb_grpc.limits import Limits, check_request
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vdb_grpc.access")
@@ -53,6 +54,15 @@ ERROR_DOMAIN = "vdb-grpc"
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 KeyResolver = Callable[[str], Awaitable[Principal | None]]
+
+#: Requests larger than this on the wire are decoded and checked in a worker thread, off the event loop.
+DECODE_INLINE_BYTES = 256 * 1024
+#: Last-resort caps on what an error puts into the trailers (gRPC clients refuse metadata over 8-16 KiB).
+MESSAGE_MAX_CHARS = 1000
+DETAILS_MAX_BYTES = 7000
+#: Client data PostgreSQL refused as a value (SQLSTATE class 22, "data exception": a character it cannot
+#: store, a number out of range, text it cannot parse …) and asyncpg's own refusal to encode a parameter.
+DATA_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions._base.DataError)
 
 
 def status_code_for(exc: errors.VdbError) -> grpc.StatusCode:
@@ -117,6 +127,19 @@ def translate_exception(exc: BaseException) -> errors.VdbError | None:
         return errors.Aborted("concurrent modification; retry the request")
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return errors.Unavailable("the database is unavailable; retry later")
+    if isinstance(exc, DATA_ERRORS):
+        # By class, never by message (which may quote the value): the request carried a value PostgreSQL
+        # cannot take. Every field is checked before it gets here; this is the safety net for what slips by.
+        return errors.InvalidArgument(
+            f"a value in the request cannot be stored or compared by the database ({type(exc).__name__}"
+            + (f", SQLSTATE {exc.sqlstate}" if getattr(exc, "sqlstate", None) else "")
+            + ")"
+        )
+    if isinstance(exc, RecursionError | OverflowError):
+        # Only client data nests or grows without bound: parsing it is what overflowed.
+        return errors.InvalidArgument(
+            f"the request is nested too deeply or holds too large a number ({type(exc).__name__})"
+        )
     return None
 
 
@@ -129,12 +152,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         admin_key: str | None,
         resolve_user_key: KeyResolver,
         on_access_change: Callable[[], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Args:
         admin_key: the admin's bearer key (None: no admin).
         resolve_user_key: user key → principal (None for an unknown key).
         on_access_change: called when an RPC that may change keys or permissions ends (``vdb_grpc.cache``).
+        limits: per-request limits checked on every decoded request (``vdb_grpc.limits.check_request``).
         """
+        self._limits = limits or Limits()
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
         self._on_access_change = on_access_change
@@ -158,31 +184,96 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         bump = self._on_access_change if mutates_access(method) else None
+        # gRPC would turn a deserializer's exception into UNKNOWN ("Unexpected DecodeError"): the wrapped
+        # deserializer only keeps the bytes; the handler wrapper decodes and checks them (``_decode``).
+        deserialize = handler.request_deserializer
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, bump),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, self._unary_in(deserialize, handler.unary_unary), bump),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, bump),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, self._stream_in(deserialize, handler.stream_unary), bump),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, bump),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, self._unary_in_stream(deserialize, handler.unary_stream), bump),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.stream_stream, bump),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, self._stream_in_stream(deserialize, handler.stream_stream), bump),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+    async def _decode(self, raw: Any, deserialize: Callable[[bytes], Any] | None) -> Any:
+        """The request message of ``raw`` bytes, checked by ``limits.check_request``; large ones in a thread.
+
+        Raises:
+            errors.InvalidArgument: bytes that are no valid request (corrupt, invalid UTF-8 in a string field,
+                nested deeper than protobuf decodes), or a request ``check_request`` refuses.
+        """
+        if deserialize is None or not isinstance(raw, bytes | bytearray | memoryview):
+            return raw
+        if len(raw) > DECODE_INLINE_BYTES:
+            return await asyncio.to_thread(self._decode_now, bytes(raw), deserialize)
+        return self._decode_now(raw, deserialize)
+
+    def _decode_now(self, raw: Any, deserialize: Callable[[bytes], Any]) -> Any:
+        try:
+            message = deserialize(raw)
+        except Exception as exc:  # DecodeError, or RecursionError from nesting: the bytes are the client's
+            raise errors.InvalidArgument(
+                "request: cannot be decoded as the method's request message (corrupt bytes, invalid UTF-8 in a "
+                f"string field, or nested too deeply; {type(exc).__name__})",
+                field_violations=[errors.FieldViolation("request", "cannot be decoded")],
+            ) from None
+        check_request(message, b"\x00" in raw, self._limits)
+        return message
+
+    def _unary_in(self, deserialize: Any, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(await self._decode(raw, deserialize), context)
+
+        return call
+
+    def _unary_in_stream(
+        self, deserialize: Any, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in behavior(await self._decode(raw, deserialize), context):
+                yield item
+
+        return call
+
+    def _messages(self, deserialize: Any, raw_iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async def messages() -> AsyncIterator[Any]:
+            async for raw in raw_iterator:
+                yield await self._decode(raw, deserialize)
+
+        return messages()
+
+    def _stream_in(self, deserialize: Any, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(raw_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(self._messages(deserialize, raw_iterator), context)
+
+        return call
+
+    def _stream_in_stream(
+        self, deserialize: Any, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def call(raw_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in behavior(self._messages(deserialize, raw_iterator), context):
+                yield item
+
+        return call
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         token = bearer_token(context.invocation_metadata())
@@ -263,11 +354,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = status_code_for(err)
             if err is not exc:
                 log.warning("%s in %s (request_id=%s): %s", code.name, method, request_id, type(exc).__name__)
+        message = err.message
+        if len(message) > MESSAGE_MAX_CHARS:  # last resort: every echo should already be short (limits.show)
+            message = err.message = message[: MESSAGE_MAX_CHARS - 1] + "…"
+        details = rich_status(code, err).SerializeToString()
+        if len(details) > DETAILS_MAX_BYTES:
+            details = status_pb2.Status(code=code.value[0], message=message).SerializeToString()
         trailers = (
-            ("grpc-status-details-bin", rich_status(code, err).SerializeToString()),
+            ("grpc-status-details-bin", details),
             ("x-request-id", request_id),
         )
-        return code, err.message, trailers
+        return code, message, trailers
 
     @staticmethod
     def _log(method: str, code: grpc.StatusCode, principal: Principal, request_id: str, started: float) -> None:
@@ -288,6 +385,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             principal.label(),
             request_id,
         )
+
+
+def _keep_bytes(raw: bytes) -> bytes:
+    """The request deserializer gRPC calls: hands the bytes on untouched (``ServiceInterceptor._decode``)."""
+    return raw
 
 
 __all__ = ["STATUS_OF", "PrincipalKind", "ServiceInterceptor", "rich_status", "status_code_for", "translate_exception"]

@@ -116,7 +116,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     replicas = ReplicaInvalidation(generation, pool, listen_dsn) if listen_dsn and caching else None
     users = Users(pool, key_cache=CoherentCache(generation, settings.auth_cache_seconds))
     standards = ApiStandards(pool)
-    projects = Projects(pool)
+    projects = Projects(pool, limits=settings.limits)
     search = Search(
         pool,
         ef_search=settings.hnsw_ef_search,
@@ -126,7 +126,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
     # after a wake() and hang Indexer.stop().
     indexer = UploadAwareIndexer(pool)
-    embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload)
+    embeddings = Embeddings(
+        pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload, limits=settings.limits
+    )
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (
         ApiKeyCipher(settings.encryption_key, settings.encryption_key_previous) if settings.encryption_key else None
@@ -141,6 +143,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
                 admin_key=settings.admin_key,
                 resolve_user_key=users.authenticate,
                 on_access_change=replicas.changed if replicas else generation.bump,
+                limits=settings.limits,
             )
         ],
         options=[
@@ -152,7 +155,9 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
-    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(embeddings, search), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+        EmbeddingServicer(embeddings, search, settings.limits), server
+    )
     llm_definition_pb2_grpc.add_LlmDefinitionServiceServicer_to_server(LlmDefinitionServicer(definitions), server)
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)

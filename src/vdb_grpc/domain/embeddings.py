@@ -45,6 +45,7 @@ from vdb_grpc.errors import (
     ResourceRef,
     VdbError,
 )
+from vdb_grpc.limits import Limits, show
 from vdb_grpc.metadata_schema import MetadataSchema, compile_stored_schema
 from vdb_grpc.pagination import encode_token, page_request
 from vdb_grpc.queries import embeddings as q
@@ -67,6 +68,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", "
 NOTHING_STORED = "; nothing was stored"
 #: Stream batches in flight at once: one being committed while the next is written (see ``Embeddings._commit``).
 STREAM_DEPTH = 2
+#: Batches of more items than this are checked and encoded in a worker thread, off the event loop.
+OFF_LOOP_ITEMS = 32
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,8 +176,8 @@ class _Prepared:
 
 
 def _show(text_id: str) -> str:
-    """A text_id for messages: quoted, long ones shortened."""
-    return repr(text_id if len(text_id) <= SHOWN_TEXT_ID else text_id[: SHOWN_TEXT_ID - 1] + "…")
+    """A text_id for messages: quoted, long ones shortened (``vdb_grpc.limits.show``)."""
+    return show(text_id, SHOWN_TEXT_ID)
 
 
 def check_text_id(text_id: str, field: str = "text_id") -> str:
@@ -300,38 +303,44 @@ def _check_vectors(batch: UploadBatch, dims: int, instance: str, problems: _Prob
     return half
 
 
-def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems) -> str:
+def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems, limits: Limits) -> str:
     """Check every item's metadata; return the batch's metadata as one JSON array (null where not given).
 
-    One encoder call for the whole batch (the per-item work is the schema check, when there is a schema); only
-    when that call fails, or finds a NUL character, are the items looked at one by one to name the culprits.
+    Each item is encoded once (its size is checked against ``VDB_MAX_METADATA_BYTES``), the array is joined from
+    the pieces; the per-item work beyond that is the schema check, when there is a schema.
     """
     values = batch.metadata
     unusable: set[int] = set()
+    limit = limits.metadata_bytes
 
     def bad(i: int, description: str) -> None:
         unusable.add(i)
         problems.add(i, "metadata", description)
 
+    parts: list[str] = []
     for i, value in enumerate(values):
         if value is None:
+            parts.append("null")
             if schema is not None:
                 bad(i, "is required: the project has a metadata_schema")
-        elif not isinstance(value, dict):
+            continue
+        if not isinstance(value, dict):
             bad(i, f"must be a JSON object, not {type(value).__name__}")
-    try:
-        text = _JSON.encode(values)
-    except ValueError:
-        text = ""
-        for i, value in enumerate(values):
-            try:
-                _JSON.encode(value)
-            except ValueError:
-                bad(i, "holds NaN or infinity, which JSON cannot represent")
-    if not text or "\\u0000" in text:
-        for i, value in enumerate(values):
-            if _has_nul(value):
-                bad(i, "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
+        try:
+            part = _JSON.encode(value)
+        except ValueError:
+            bad(i, "holds NaN or infinity, which JSON cannot represent")
+            parts.append("null")
+            continue
+        parts.append(part)
+        if len(part) > limit // 4 and len(part.encode("utf-8")) > limit:  # UTF-8 takes at most 4 bytes a char
+            bad(
+                i,
+                f"has {len(part.encode('utf-8')):,} bytes as JSON, more than the limit of {limit:,} "
+                "(VDB_MAX_METADATA_BYTES)",
+            )
+        elif "\\u0000" in part and _has_nul(value):
+            bad(i, "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
     if schema is not None:
         for i, value in enumerate(values):
             if i not in unusable:
@@ -342,15 +351,18 @@ def _check_metadata(batch: UploadBatch, schema: MetadataSchema | None, problems:
                         "metadata",
                         f"does not match the project's metadata_schema at {violation.path}: {violation.message}",
                     )
-    return text
+    return "[" + ",".join(parts) + "]"
 
 
-def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | None) -> _Prepared:
+def prepare_batch(
+    batch: UploadBatch, target: _Target, schema: MetadataSchema | None, limits: Limits | None = None
+) -> _Prepared:
     """Check every item of ``batch`` against ``target`` and encode it for the upsert.
 
     Raises:
         InvalidArgument: one or more items fail; every problem of every item is listed (see ``_Problems``).
     """
+    limits = limits or Limits()
     problems = _Problems(batch.text_ids)
     first_at: dict[str, int] = {}
     for i, text_id in enumerate(batch.text_ids):
@@ -363,11 +375,17 @@ def prepare_batch(batch: UploadBatch, target: _Target, schema: MetadataSchema | 
     half = _check_vectors(batch, target.dimensions, target.instance, problems)
     for i, ref in enumerate(batch.instances):
         if ref and (ref if "/" in ref else f"{target.owner}/{ref}") != target.instance:
-            problems.add(i, "instance", f"names {ref!r}, but the project's instance is {target.instance!r}")
+            problems.add(i, "instance", f"names {show(ref)}, but the project's instance is {target.instance!r}")
     for i, text in enumerate(batch.texts):
         if text is not None and "\x00" in text:
             problems.add(i, "text", "must not contain NUL characters (PostgreSQL text cannot hold them)")
-    metadata_json = _check_metadata(batch, schema, problems)
+        elif text is not None and len(text) > limits.text_chars:
+            problems.add(
+                i,
+                "text",
+                f"has {len(text):,} characters, more than the limit of {limits.text_chars:,} (VDB_MAX_TEXT_CHARS)",
+            )
+    metadata_json = _check_metadata(batch, schema, problems, limits)
     if problems.items:
         raise problems.error()
     return _Prepared(
@@ -414,13 +432,20 @@ class Embeddings:
     """Use cases of EmbeddingService (except SearchSimilar, see ``vdb_grpc.domain.search``)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, max_batch_items: int, on_commit: Callable[[], None] | None = None
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch_items: int,
+        on_commit: Callable[[], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Args:
         pool: database pool.
         max_batch_items: most items per upload request or stream message (``VDB_MAX_BATCH_ITEMS``).
         on_commit: called after each committed upload (wakes the background indexer).
+        limits: per-item limits of metadata and text, and of stored schemas (``vdb_grpc.limits``).
         """
+        self._limits = limits or Limits()
         self._pool = pool
         self._max_batch_items = max_batch_items
         self._on_commit = on_commit
@@ -444,7 +469,7 @@ class Embeddings:
             return None
         schema = self._schemas.get(text)
         if schema is None:
-            schema = compile_stored_schema(text)
+            schema = compile_stored_schema(text, self._limits)
             if len(self._schemas) >= SCHEMA_CACHE_SIZE:
                 self._schemas.clear()
             if schema is not None:
@@ -468,7 +493,13 @@ class Embeddings:
         )
 
     def _prepare(self, batch: UploadBatch, target: _Target) -> _Prepared:
-        return prepare_batch(batch, target, self._schema(target.schema_text))
+        return prepare_batch(batch, target, self._schema(target.schema_text), self._limits)
+
+    async def _prepare_off_loop(self, batch: UploadBatch, target: _Target) -> _Prepared:
+        """``_prepare``, in a worker thread for a large batch (schema validation and JSON encoding)."""
+        if len(batch) > OFF_LOOP_ITEMS:
+            return await asyncio.to_thread(self._prepare, batch, target)
+        return self._prepare(batch, target)
 
     async def _commit(
         self,
@@ -489,7 +520,7 @@ class Embeddings:
             access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="share")
             target = self._target(access)
             if prepared is None or prepared.target != target:
-                prepared = self._prepare(batch, target)
+                prepared = await self._prepare_off_loop(batch, target)
             counts = UpsertCounts(0, 0)
             if prepared.text_ids:
                 counts = await q.upsert_embeddings(
@@ -563,7 +594,7 @@ class Embeddings:
                             f"must be empty or the same as in the first message ({project[0]}/{project[1]})",
                         )
                     self.check_batch_size(message.size)
-                    batch = message.load()  # while earlier batches are being written
+                    batch = await asyncio.to_thread(message.load)  # while earlier batches are being written
                 except VdbError as exc:
                     error = exc
                 while in_flight and (error is not None or len(in_flight) >= STREAM_DEPTH):
@@ -576,7 +607,7 @@ class Embeddings:
                     # Checked here, while the previous batch is being written. The commit re-checks only if the
                     # project changed meanwhile, and reports a failure then, in stream order.
                     with contextlib.suppress(InvalidArgument):
-                        prepared = self._prepare(batch, target)
+                        prepared = await self._prepare_off_loop(batch, target)
                 after = in_flight[-1][1] if in_flight else None
                 task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after))
                 in_flight.append((index, task))

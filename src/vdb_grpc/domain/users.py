@@ -12,6 +12,7 @@ from vdb_grpc.auth import SYSTEM_USER, Principal, PrincipalKind, hash_api_key, n
 from vdb_grpc.cache import CoherentCache
 from vdb_grpc.domain.access import require_admin, require_self_or_admin
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
+from vdb_grpc.limits import show
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import users as q
 from vdb_grpc.queries.users import MembershipRow, UserRow
@@ -65,7 +66,7 @@ def _validate_new(user: NewUser) -> None:
 
 def _not_builtin(handle: str) -> None:
     if handle.startswith("_"):
-        raise FailedPrecondition(f"{handle!r} is a built-in user and cannot be changed")
+        raise FailedPrecondition(f"{show(handle)} is a built-in user and cannot be changed")
 
 
 class Users:
