@@ -27,7 +27,7 @@ from vdb_grpc import errors
 from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
-from vdb_grpc.limits import Limits, check_request
+from vdb_grpc.limits import Limits, check_request, oversized_struct, too_large
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vdb_grpc.access")
@@ -125,8 +125,6 @@ def translate_exception(exc: BaseException) -> errors.VdbError | None:
         return errors.DeadlineExceeded("the database statement took too long and was cancelled")
     if isinstance(exc, asyncpg.exceptions.SerializationError | asyncpg.exceptions.DeadlockDetectedError):
         return errors.Aborted("concurrent modification; retry the request")
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return errors.Unavailable("the database is unavailable; retry later")
     if isinstance(exc, DATA_ERRORS):
         # By class, never by message (which may quote the value): the request carried a value PostgreSQL
         # cannot take. Every field is checked before it gets here; this is the safety net for what slips by.
@@ -135,6 +133,8 @@ def translate_exception(exc: BaseException) -> errors.VdbError | None:
             + (f", SQLSTATE {exc.sqlstate}" if getattr(exc, "sqlstate", None) else "")
             + ")"
         )
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return errors.Unavailable("the database is unavailable; retry later")
     if isinstance(exc, RecursionError | OverflowError):
         # Only client data nests or grows without bound: parsing it is what overflowed.
         return errors.InvalidArgument(
@@ -227,6 +227,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return self._decode_now(raw, deserialize)
 
     def _decode_now(self, raw: Any, deserialize: Callable[[bytes], Any]) -> Any:
+        struct_limit = 4 * self._limits.metadata_bytes  # JSON is at most ~4x smaller than a Struct's wire form
+        descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+        if descriptor is not None and len(raw) > struct_limit:
+            found = oversized_struct(bytes(raw), descriptor, struct_limit)
+            if found is not None:
+                path, size = found
+                raise too_large(path, "has about", size, self._limits.metadata_bytes, "VDB_MAX_METADATA_BYTES")
         try:
             message = deserialize(raw)
         except Exception as exc:  # DecodeError, or RecursionError from nesting: the bytes are the client's

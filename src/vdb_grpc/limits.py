@@ -67,7 +67,7 @@ def show(value: Any, limit: int = SHOWN_CHARS) -> str:
 
 def too_large(field: str, what: str, size: int, limit: int, setting: str) -> InvalidArgument:
     """The refusal of a value over a size limit, naming the field, the limit and its setting."""
-    return InvalidArgument.field(field, f"{what} {size:,} exceeds the limit of {limit:,} ({setting})")
+    return InvalidArgument.field(field, f"{what} {size:,} bytes, more than the limit of {limit:,} ({setting})")
 
 
 # --- JSON values from protobuf Struct/Value ----------------------------------------------------------------
@@ -138,6 +138,8 @@ def _value(v: Any, depth: int, finite: bool) -> Any:
 # --- the one check of every decoded request ----------------------------------------------------------------
 
 _STRUCT = "google.protobuf.Struct"
+#: Structs larger than this (wire bytes) are not walked for NUL characters by ``check_request``.
+STRUCT_WALK_BYTES = 256 * KIB
 _VALUE = "google.protobuf.Value"
 _LIST_VALUE = "google.protobuf.ListValue"
 
@@ -153,6 +155,11 @@ def _nul_path(msg: Message) -> str | None:
         m, prefix = stack.pop()
         name = m.DESCRIPTOR.full_name
         if name == _STRUCT:
+            if m.ByteSize() > STRUCT_WALK_BYTES:
+                # Too large to walk key by key here; JSON data is also checked where it is encoded (uploads
+                # refuse such metadata by size and name NUL characters per item; PostgreSQL refuses \u0000
+                # in a condition value, which the interceptor maps to INVALID_ARGUMENT).
+                continue
             fields = m.fields
             for k in fields:
                 path = f"{prefix}.{k}" if prefix else k
@@ -229,3 +236,65 @@ def check_request(msg: Message, may_hold_nul: bool, limits: Limits) -> None:
             raise InvalidArgument.field(
                 path or "request", "must not contain NUL characters (PostgreSQL text cannot hold them)"
             )
+
+
+# --- before decoding: Structs too large to be parsed at all ------------------------------------------------
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def oversized_struct(raw: bytes, descriptor: Descriptor, limit: int) -> tuple[str, int] | None:
+    """(field path, wire size) of the first ``google.protobuf.Struct`` in ``raw`` longer than ``limit`` bytes.
+
+    Reads only the wire format's tags and lengths, guided by ``descriptor``, so a request holding a Struct of
+    millions of keys (which protobuf would take many seconds to parse, holding the GIL) is refused before it
+    is decoded. Malformed bytes give None: decoding them fails next, with its own error.
+    """
+    try:
+        return _scan(raw, 0, len(raw), descriptor, "", limit)
+    except (ValueError, IndexError):
+        return None
+
+
+def _scan(buf: bytes, pos: int, end: int, desc: Descriptor, prefix: str, limit: int) -> tuple[str, int] | None:
+    counts: dict[int, int] = {}
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            fd = desc.fields_by_number.get(number)
+            if fd is not None and fd.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(fd):
+                index = counts.get(number, 0)
+                counts[number] = index + 1
+                path = f"{prefix}.{fd.name}" if prefix else fd.name
+                if fd.is_repeated:
+                    path += f"[{index}]"
+                if fd.message_type.full_name == _STRUCT:
+                    if length > limit:
+                        return path, length
+                elif not fd.message_type.full_name.startswith("google.protobuf."):
+                    found = _scan(buf, pos, pos + length, fd.message_type, path, limit)
+                    if found is not None:
+                        return found
+            pos += length
+        else:
+            return None  # groups: not in our protos; the decoder decides
+    return None

@@ -19,7 +19,7 @@ from vdb_grpc.api.convert import principal
 from vdb_grpc.api.search import SearchSimilarMixin
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search
-from vdb_grpc.limits import Limits, json_object
+from vdb_grpc.limits import Limits, json_object, too_large
 from vdb_grpc.queries.embeddings import EmbeddingRow
 from vdb_grpc.v1 import embedding_pb2 as pb
 from vdb_grpc.v1 import embedding_pb2_grpc
@@ -55,6 +55,15 @@ def upload_batch(items: Sequence[pb.Embedding], limits: Limits) -> UploadBatch:
         texts.append(e.text if e.HasField("text") else None)
         # NaN and infinity pass here: the domain lists them with every other problem of the batch
         has = e.HasField("metadata")
+        if has and e.metadata.ByteSize() > 4 * limits.metadata_bytes:
+            # certainly over the limit (JSON is at most ~4x smaller than the wire form): refused unconverted
+            raise too_large(
+                f"embeddings[{i}].metadata",
+                "has about",
+                e.metadata.ByteSize(),
+                limits.metadata_bytes,
+                "VDB_MAX_METADATA_BYTES",
+            )
         metadata.append(json_object(e.metadata, depth, f"embeddings[{i}].metadata", finite=False) if has else None)
     return UploadBatch(
         text_ids=text_ids,

@@ -160,6 +160,7 @@ class Users:
         """Delete a user and all they own; return the other users' projects that lost their instance."""
         require_self_or_admin(principal, handle, "delete this user")
         _not_builtin(handle)
+        check_handle(handle, "user_handle")
         async with self._pool.acquire() as conn, conn.transaction():
             if await q.get_user(conn, handle, for_update=True) is None:
                 raise NotFound.resource_missing("user", handle)
@@ -185,6 +186,7 @@ class Users:
         """Replace the user's key; the old one stops working with this transaction's commit."""
         require_self_or_admin(principal, handle, "rotate this user's key")
         _not_builtin(handle)
+        check_handle(handle, "user_handle")
         key = new_api_key()
         async with self._pool.acquire() as conn:
             if not await q.set_key_hash(conn, handle, hash_api_key(key)):
