@@ -103,7 +103,7 @@ def with_string(request_cls: type[Any], chain: list[FieldDescriptor], value: str
     return msg
 
 
-async def call(channel: grpc.aio.Channel, rpc: Rpc, request: Any, metadata: Any, timeout: float = 30) -> Any:
+async def call(channel: grpc.aio.Channel, rpc: Rpc, request: Any, metadata: Any, deadline: float = 30) -> Any:
     """Call ``rpc`` with one request message (or bytes), a stream of one for client-streaming methods."""
     serialize = (lambda b: b) if isinstance(request, bytes) else rpc.request.SerializeToString
     if rpc.streams_requests:
@@ -112,12 +112,12 @@ async def call(channel: grpc.aio.Channel, rpc: Rpc, request: Any, metadata: Any,
         async def one() -> Any:
             yield request
 
-        return await stub(one(), metadata=metadata, timeout=timeout)
+        return await stub(one(), metadata=metadata, timeout=deadline)
     if rpc.method.server_streaming:  # pragma: no cover - the API has none today
         stub_s = channel.unary_stream(rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString)
-        return [x async for x in stub_s(request, metadata=metadata, timeout=timeout)]
+        return [x async for x in stub_s(request, metadata=metadata, timeout=deadline)]
     stub_u = channel.unary_unary(rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString)
-    return await stub_u(request, metadata=metadata, timeout=timeout)
+    return await stub_u(request, metadata=metadata, timeout=deadline)
 
 
 async def snapshot(pool: asyncpg.Pool) -> dict[str, Any]:

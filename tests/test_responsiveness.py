@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shared_hostile import doubling_schema
 
 from vdb_grpc.v1 import embedding_pb2 as pb
+from vdb_grpc.v1 import embedding_pb2_grpc as pb_grpc
 from vdb_grpc.v1 import project_pb2 as ppb
 
 #: The issue's bound for a health check while the worst allowed request runs.
@@ -89,6 +90,7 @@ async def test_health_answers_while_a_5000_item_batch_is_validated_against_a_pat
     assert isinstance(result, grpc.aio.AioRpcError) and result.code() == grpc.StatusCode.INVALID_ARGUMENT  # "a…!"
     assert slowest < HEALTH_BOUND, f"a health check took {slowest:.2f}s ({checks} checks)"
     meta["title"] = "Title 1"
+    items = [emb(f"t{i:05}", metadata=meta) for i in range(5000)]
     slowest, result, checks = await slowest_health_check(world.vdb.port, world.vdb.embeddings.UpsertEmbeddings(
         pb.UpsertEmbeddingsRequest(owner="alice", project_handle="heavy", embeddings=items), metadata=world.md("alice"), timeout=300
     ))
@@ -100,8 +102,8 @@ async def test_health_answers_while_a_5000_item_batch_is_validated_against_a_pat
 async def test_health_answers_during_huge_allowed_metadata_upload_get_and_public_search(world: World) -> None:
     # ~60 KiB of metadata per item (the limit is 64 KiB), 400 items: ~24 MB in one request, then read back
     # through GetEmbedding, ListEmbeddings and SearchSimilar(include_metadata) on a public project, without a key
-    meta = {f"k{i:04}": "v" * 40 for i in range(1300)}
-    assert 55_000 < len(json.dumps(meta)) < 64 * 1024
+    meta = {f"k{i:04}": "v" * 40 for i in range(1200)}
+    assert 55_000 < len(json.dumps(meta, separators=(",", ":"))) < 64 * 1024
     items = [emb(f"t{i:04}", metadata=meta) for i in range(400)]
     slowest, result, _ = await slowest_health_check(
         world.vdb.port,
@@ -112,15 +114,19 @@ async def test_health_answers_during_huge_allowed_metadata_upload_get_and_public
     assert not isinstance(result, Exception), result
     assert slowest < HEALTH_BOUND, f"upload: a health check took {slowest:.2f}s"
 
-    search = world.vdb.embeddings.SearchSimilar(
+    # a client that accepts the ~25 MB response (gRPC clients refuse more than 4 MiB by default)
+    big = grpc.aio.insecure_channel(f"127.0.0.1:{world.vdb.port}", options=[("grpc.max_receive_message_length", 2**30)])
+    stub = pb_grpc.EmbeddingServiceStub(big)
+    search = stub.SearchSimilar(
         pb.SearchSimilarRequest(
-            owner="alice", project_handle="pub", vector=pb.Vector(values=[0.5, -0.25, 1.0, 2.0]), limit=1000, threshold=-1, include_metadata=True
+            owner="alice", project_handle="pub", vector=pb.QueryVector(values=[0.5, -0.25, 1.0, 2.0]), limit=1000, threshold=-1, include_metadata=True
         ),
         timeout=300,
     )
     slowest, result, _ = await slowest_health_check(world.vdb.port, search)
+    await big.close()
     assert not isinstance(result, Exception), result
-    assert len(result.results) == 400 and len(result.results[0].metadata.fields) == 1300
+    assert len(result.results) == 400 and len(result.results[0].metadata.fields) == 1200
     assert slowest < HEALTH_BOUND, f"search: a health check took {slowest:.2f}s"
 
     listing = world.vdb.embeddings.ListEmbeddings(
