@@ -107,14 +107,18 @@ async def call(channel: grpc.aio.Channel, rpc: Rpc, request: Any, metadata: Any,
     """Call ``rpc`` with one request message (or bytes), a stream of one for client-streaming methods."""
     serialize = (lambda b: b) if isinstance(request, bytes) else rpc.request.SerializeToString
     if rpc.streams_requests:
-        stub = channel.stream_unary(rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString)
+        stub = channel.stream_unary(
+            rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString
+        )
 
         async def one() -> Any:
             yield request
 
         return await stub(one(), metadata=metadata, timeout=deadline)
     if rpc.method.server_streaming:  # pragma: no cover - the API has none today
-        stub_s = channel.unary_stream(rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString)
+        stub_s = channel.unary_stream(
+            rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString
+        )
         return [x async for x in stub_s(request, metadata=metadata, timeout=deadline)]
     stub_u = channel.unary_unary(rpc.path, request_serializer=serialize, response_deserializer=rpc.response.FromString)
     return await stub_u(request, metadata=metadata, timeout=deadline)
@@ -161,7 +165,10 @@ PATHOLOGICAL_SCHEMAS = {
     "lookahead": json.dumps({"properties": {"a": {"pattern": "(?=a)a"}}}),
     "self-loop": json.dumps({"anyOf": [{"type": "string"}, {"$ref": "#"}]}),
     "recursive-doubling": json.dumps(
-        {"$defs": {"n": {"properties": {"a": {"allOf": [{"$ref": "#/$defs/n"}, {"$ref": "#/$defs/n"}]}}}}, "$ref": "#/$defs/n"}
+        {
+            "$defs": {"n": {"properties": {"a": {"allOf": [{"$ref": "#/$defs/n"}, {"$ref": "#/$defs/n"}]}}}},
+            "$ref": "#/$defs/n",
+        }
     ),
     "too-large": json.dumps({"description": "x" * 100_000}),
 }
@@ -182,7 +189,12 @@ COSTLY_BUT_ALLOWED = {
         {"a" * 28 + "!": 1, "aaaa": 5},
     ),
     "draft4-enum-4000": (
-        json.dumps({"$schema": "http://json-schema.org/draft-04/schema#", "properties": {"k": {"enum": [{"v": i} for i in range(4000)]}}}),
+        json.dumps(
+            {
+                "$schema": "http://json-schema.org/draft-04/schema#",
+                "properties": {"k": {"enum": [{"v": i} for i in range(4000)]}},
+            }
+        ),
         {"k": {"v": -1}},
     ),
     "uniqueItems-4000": (

@@ -48,7 +48,7 @@ ADVERSARIAL_STRINGS = [
     "admin",
     "*",
     "'; DROP TABLE users; --",
-    "\" OR 1=1 --",
+    '" OR 1=1 --',
     "$1",
     "../../etc/passwd",
     "a.b.c",
@@ -97,14 +97,10 @@ PAGE_TOKENS = [
 ]
 
 strings = st.one_of(st.sampled_from(ADVERSARIAL_STRINGS), st.text(max_size=40))
-json_scalars = st.one_of(
-    st.none(), st.booleans(), st.sampled_from(FLOATS), st.integers(-(2**60), 2**60), strings
-)
+json_scalars = st.one_of(st.none(), st.booleans(), st.sampled_from(FLOATS), st.integers(-(2**60), 2**60), strings)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(strings, children, max_size=4)
-    ),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(strings, children, max_size=4)),
     max_leaves=20,
 )
 
@@ -161,7 +157,13 @@ def _fill_field(data: st.DataObject, msg: Any, fd: FieldDescriptor, depth: int) 
             value = data.draw(st.one_of(st.sampled_from(hostile), json_values))
             _set_json(target, value)
         elif mtype.full_name == "google.protobuf.FieldMask":
-            target.paths.extend(data.draw(st.lists(st.one_of(strings, st.sampled_from([f.name for f in fd.containing_type.fields])), max_size=3)))
+            target.paths.extend(
+                data.draw(
+                    st.lists(
+                        st.one_of(strings, st.sampled_from([f.name for f in fd.containing_type.fields])), max_size=3
+                    )
+                )
+            )
         elif depth < 3:
             target.SetInParent()
             _fill(data, target, mtype, depth + 1)
@@ -170,7 +172,9 @@ def _fill_field(data: st.DataObject, msg: Any, fd: FieldDescriptor, depth: int) 
         if fd.name == "page_token":
             value = data.draw(st.one_of(st.sampled_from(PAGE_TOKENS), strings))
         elif fd.name == "metadata_schema":
-            value = data.draw(st.one_of(st.sampled_from(list(PATHOLOGICAL_SCHEMAS.values())), strings, json_values.map(json.dumps)))
+            value = data.draw(
+                st.one_of(st.sampled_from(list(PATHOLOGICAL_SCHEMAS.values())), strings, json_values.map(json.dumps))
+            )
         else:
             value = data.draw(strings)
     elif t == FieldDescriptor.TYPE_BOOL:

@@ -78,10 +78,15 @@ async def test_nul_in_every_string_field_is_invalid_argument_naming_it(world: Wo
 
 async def test_nul_in_metadata_keys_values_and_filter_values(world: World) -> None:
     before = await snapshot(world.vdb.pool)
-    for metadata, path in (({"k\x00": 1}, "embeddings[0].metadata[key 'k\\x00']"), ({"a": {"b": ["x", "\x00"]}}, "embeddings[0].metadata.a.b[1]")):
+    for metadata, path in (
+        ({"k\x00": 1}, "embeddings[0].metadata[key 'k\\x00']"),
+        ({"a": {"b": ["x", "\x00"]}}, "embeddings[0].metadata.a.b[1]"),
+    ):
         err = await rpc_error(
             world.vdb.embeddings.UpsertEmbeddings(
-                pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[emb("a", metadata=metadata)]),
+                pb.UpsertEmbeddingsRequest(
+                    owner="alice", project_handle="proj", embeddings=[emb("a", metadata=metadata)]
+                ),
                 metadata=world.md("alice"),
             ),
             C.INVALID_ARGUMENT,
@@ -104,7 +109,9 @@ async def test_non_finite_condition_values_are_invalid_argument(world: World, va
         key="a", value=struct_pb2.Value(list_value=struct_pb2.ListValue(values=[struct_pb2.Value(number_value=value)]))
     )
     for c in (cond, nested):
-        req = pb.SearchSimilarRequest(owner="alice", project_handle="pub", vector=pb.QueryVector(values=[1, 0, 0, 0]), **{which: [c]})
+        req = pb.SearchSimilarRequest(
+            owner="alice", project_handle="pub", vector=pb.QueryVector(values=[1, 0, 0, 0]), **{which: [c]}
+        )
         err = await rpc_error(world.vdb.embeddings.SearchSimilar(req, metadata=ANON), C.INVALID_ARGUMENT)
         assert field_violations(err) == [(f"{which}[0].value", "holds NaN or infinity, which JSON cannot represent")]
 
@@ -124,7 +131,8 @@ async def test_deep_metadata_is_refused_naming_the_limit(world: World) -> None:
     item.metadata.CopyFrom(_nested_struct(17))  # VDB_MAX_METADATA_DEPTH is 16
     err = await rpc_error(
         world.vdb.embeddings.UpsertEmbeddings(
-            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[item]), metadata=world.md("alice")
+            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[item]),
+            metadata=world.md("alice"),
         ),
         C.INVALID_ARGUMENT,
     )
@@ -150,7 +158,12 @@ async def test_struct_nested_beyond_protobufs_limit_is_invalid_argument_not_unkn
         value = b"\x2a" + _varint(len(inner)) + inner  # Value.struct_value = 5
         entry = b"\x0a\x01a" + b"\x12" + _varint(len(value)) + value  # map entry: key "a", value
         inner = b"\x0a" + _varint(len(entry)) + entry  # Struct.fields = 1
-    item_bytes = item.SerializeToString() + _tag(pb.Embedding.DESCRIPTOR.fields_by_name["metadata"].number) + _varint(len(inner)) + inner
+    item_bytes = (
+        item.SerializeToString()
+        + _tag(pb.Embedding.DESCRIPTOR.fields_by_name["metadata"].number)
+        + _varint(len(inner))
+        + inner
+    )
     body = raw.SerializeToString() + _tag(3) + _varint(len(item_bytes)) + item_bytes
     rpc = next(r for r in all_rpcs() if r.method.name == "UpsertEmbeddings")
     assert pb.UpsertEmbeddingsRequest.DESCRIPTOR.fields_by_name["embeddings"].number == 3
@@ -185,7 +198,9 @@ def _tag(field: int) -> bytes:
     ],
     ids=["invalid-utf8", "lone-surrogate", "truncated", "overlong-varint", "open-group"],
 )
-@pytest.mark.parametrize("method", ["GetUser", "DeleteUser", "CreateUser", "ListProjects", "StreamUpsertEmbeddings", "SearchSimilar"])
+@pytest.mark.parametrize(
+    "method", ["GetUser", "DeleteUser", "CreateUser", "ListProjects", "StreamUpsertEmbeddings", "SearchSimilar"]
+)
 async def test_undecodable_requests_are_invalid_argument(world: World, body: bytes, method: str) -> None:
     before = await snapshot(world.vdb.pool)
     rpc = next(r for r in all_rpcs() if r.method.name == method)
@@ -216,8 +231,12 @@ async def test_page_tokens_bounded_and_malformed_are_invalid_argument(world: Wor
     for name, (tok, words) in cases.items():
         for call_ in (
             world.vdb.users.ListUsers(upb.ListUsersRequest(page_token=tok), metadata=ADMIN),
-            world.vdb.projects.ListProjects(ppb.ListProjectsRequest(page_token=tok, include_public=True), metadata=ANON),
-            world.vdb.embeddings.ListEmbeddings(pb.ListEmbeddingsRequest(owner="alice", project_handle="pub", page_token=tok), metadata=ANON),
+            world.vdb.projects.ListProjects(
+                ppb.ListProjectsRequest(page_token=tok, include_public=True), metadata=ANON
+            ),
+            world.vdb.embeddings.ListEmbeddings(
+                pb.ListEmbeddingsRequest(owner="alice", project_handle="pub", page_token=tok), metadata=ANON
+            ),
         ):
             err = await rpc_error(call_, C.INVALID_ARGUMENT)
             assert field_violations(err)[0][0] == "page_token", name
@@ -230,12 +249,15 @@ async def test_pathological_schemas_are_refused_fast(world: World, name: str) ->
     schema = PATHOLOGICAL_SCHEMAS[name]
     for request in (
         world.vdb.projects.CreateProject(
-            ppb.CreateProjectRequest(project=ppb.Project(project_handle="evil", instance="inst", metadata_schema=schema)),
+            ppb.CreateProjectRequest(
+                project=ppb.Project(project_handle="evil", instance="inst", metadata_schema=schema)
+            ),
             metadata=world.md("alice"),
         ),
         world.vdb.projects.UpdateProject(
             ppb.UpdateProjectRequest(
-                project=ppb.Project(owner="alice", project_handle="proj", metadata_schema=schema), update_mask={"paths": ["metadata_schema"]}
+                project=ppb.Project(owner="alice", project_handle="proj", metadata_schema=schema),
+                update_mask={"paths": ["metadata_schema"]},
             ),
             metadata=world.md("alice"),
         ),
@@ -258,7 +280,8 @@ async def test_costly_schema_examples_validate_fast(world: World, name: str) -> 
     )
     err = await rpc_error(
         world.vdb.embeddings.UpsertEmbeddings(
-            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="costly", embeddings=items), metadata=world.md("alice")
+            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="costly", embeddings=items),
+            metadata=world.md("alice"),
         ),
         C.INVALID_ARGUMENT,
     )
@@ -282,7 +305,9 @@ async def test_huge_metadata_is_refused_naming_the_limit(world: World) -> None:
 async def _refused_by_size(world: World, values: list[dict[str, Any]]) -> None:
     before = await snapshot(world.vdb.pool)
     for metadata in values:
-        request = pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[emb("big", metadata=metadata)])
+        request = pb.UpsertEmbeddingsRequest(
+            owner="alice", project_handle="proj", embeddings=[emb("big", metadata=metadata)]
+        )
         started = time.monotonic()
         err = await rpc_error(
             world.vdb.embeddings.UpsertEmbeddings(request, metadata=world.md("alice"), timeout=120),
@@ -296,7 +321,9 @@ async def _refused_by_size(world: World, values: list[dict[str, Any]]) -> None:
 async def test_overlong_text_is_refused_naming_the_limit(world: World) -> None:
     err = await rpc_error(
         world.vdb.embeddings.UpsertEmbeddings(
-            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[emb("t", text="x" * 1_000_001)]),
+            pb.UpsertEmbeddingsRequest(
+                owner="alice", project_handle="proj", embeddings=[emb("t", text="x" * 1_000_001)]
+            ),
             metadata=world.md("alice"),
         ),
         C.INVALID_ARGUMENT,
@@ -312,18 +339,29 @@ async def test_overlong_values_are_echoed_short(world: World, length: int) -> No
         world.vdb.users.GetUser(upb.GetUserRequest(user_handle=handle), metadata=ADMIN),
         world.vdb.users.DeleteUser(upb.DeleteUserRequest(user_handle=handle), metadata=ADMIN),
         world.vdb.users.RotateUserKey(upb.RotateUserKeyRequest(user_handle=handle), metadata=ADMIN),
-        world.vdb.users.CreateUser(upb.CreateUserRequest(user=upb.User(user_handle=handle, name="n", email="a@b.cd")), metadata=ADMIN),
+        world.vdb.users.CreateUser(
+            upb.CreateUserRequest(user=upb.User(user_handle=handle, name="n", email="a@b.cd")), metadata=ADMIN
+        ),
         world.vdb.projects.GetProject(ppb.GetProjectRequest(owner=handle, project_handle="p"), metadata=ANON),
-        world.vdb.embeddings.SearchSimilar(pb.SearchSimilarRequest(owner="alice", project_handle="pub", text_id=handle), metadata=ANON),
-        world.vdb.embeddings.GetEmbedding(pb.GetEmbeddingRequest(owner="alice", project_handle="pub", text_id=handle), metadata=ANON),
+        world.vdb.embeddings.SearchSimilar(
+            pb.SearchSimilarRequest(owner="alice", project_handle="pub", text_id=handle), metadata=ANON
+        ),
+        world.vdb.embeddings.GetEmbedding(
+            pb.GetEmbeddingRequest(owner="alice", project_handle="pub", text_id=handle), metadata=ANON
+        ),
         world.vdb.embeddings.SearchSimilar(
             pb.SearchSimilarRequest(
-                owner="alice", project_handle="pub", text_id="x", exclude=[pb.MetadataCondition(key=handle + "..", value=struct_pb2.Value(string_value="v"))]
+                owner="alice",
+                project_handle="pub",
+                text_id="x",
+                exclude=[pb.MetadataCondition(key=handle + "..", value=struct_pb2.Value(string_value="v"))],
             ),
             metadata=ANON,
         ),
         world.vdb.embeddings.UpsertEmbeddings(
-            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[emb(handle), emb("ok", instance=handle)]),
+            pb.UpsertEmbeddingsRequest(
+                owner="alice", project_handle="proj", embeddings=[emb(handle), emb("ok", instance=handle)]
+            ),
             metadata=world.md("alice"),
         ),
     ]

@@ -84,16 +84,23 @@ async def test_health_answers_while_a_5000_item_batch_is_validated_against_a_pat
     meta = {"doubled": {}, "title": "a" * 60 + "!", "lang": "lang-1999", "tags": [{"i": i} for i in range(60)]}
     items = [emb(f"t{i:05}", metadata=meta) for i in range(5000)]
     upload = world.vdb.embeddings.UpsertEmbeddings(
-        pb.UpsertEmbeddingsRequest(owner="alice", project_handle="heavy", embeddings=items), metadata=world.md("alice"), timeout=300
+        pb.UpsertEmbeddingsRequest(owner="alice", project_handle="heavy", embeddings=items),
+        metadata=world.md("alice"),
+        timeout=300,
     )
     slowest, result, checks = await slowest_health_check(world.vdb.port, upload)
     assert isinstance(result, grpc.aio.AioRpcError) and result.code() == grpc.StatusCode.INVALID_ARGUMENT  # "a…!"
     assert slowest < HEALTH_BOUND, f"a health check took {slowest:.2f}s ({checks} checks)"
     meta["title"] = "Title 1"
     items = [emb(f"t{i:05}", metadata=meta) for i in range(5000)]
-    slowest, result, checks = await slowest_health_check(world.vdb.port, world.vdb.embeddings.UpsertEmbeddings(
-        pb.UpsertEmbeddingsRequest(owner="alice", project_handle="heavy", embeddings=items), metadata=world.md("alice"), timeout=300
-    ))
+    slowest, result, checks = await slowest_health_check(
+        world.vdb.port,
+        world.vdb.embeddings.UpsertEmbeddings(
+            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="heavy", embeddings=items),
+            metadata=world.md("alice"),
+            timeout=300,
+        ),
+    )
     assert not isinstance(result, Exception), result
     assert result.count == 5000
     assert slowest < HEALTH_BOUND, f"a health check took {slowest:.2f}s ({checks} checks)"
@@ -108,7 +115,9 @@ async def test_health_answers_during_huge_allowed_metadata_upload_get_and_public
     slowest, result, _ = await slowest_health_check(
         world.vdb.port,
         world.vdb.embeddings.UpsertEmbeddings(
-            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="pub", embeddings=items), metadata=world.md("alice"), timeout=300
+            pb.UpsertEmbeddingsRequest(owner="alice", project_handle="pub", embeddings=items),
+            metadata=world.md("alice"),
+            timeout=300,
         ),
     )
     assert not isinstance(result, Exception), result
@@ -119,7 +128,12 @@ async def test_health_answers_during_huge_allowed_metadata_upload_get_and_public
     stub = pb_grpc.EmbeddingServiceStub(big)
     search = stub.SearchSimilar(
         pb.SearchSimilarRequest(
-            owner="alice", project_handle="pub", vector=pb.QueryVector(values=[0.5, -0.25, 1.0, 2.0]), limit=1000, threshold=-1, include_metadata=True
+            owner="alice",
+            project_handle="pub",
+            vector=pb.QueryVector(values=[0.5, -0.25, 1.0, 2.0]),
+            limit=1000,
+            threshold=-1,
+            include_metadata=True,
         ),
         timeout=300,
     )
@@ -136,7 +150,9 @@ async def test_health_answers_during_huge_allowed_metadata_upload_get_and_public
     assert not isinstance(result, Exception), result
     assert slowest < HEALTH_BOUND, f"list: a health check took {slowest:.2f}s"
 
-    get = world.vdb.embeddings.GetEmbedding(pb.GetEmbeddingRequest(owner="alice", project_handle="pub", text_id="t0001"))
+    get = world.vdb.embeddings.GetEmbedding(
+        pb.GetEmbeddingRequest(owner="alice", project_handle="pub", text_id="t0001")
+    )
     slowest, result, _ = await slowest_health_check(world.vdb.port, get)
     assert not isinstance(result, Exception), result
     assert slowest < HEALTH_BOUND
