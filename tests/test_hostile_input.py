@@ -391,3 +391,22 @@ def test_data_exceptions_map_to_invalid_argument_by_class(exc: BaseException) ->
     err = translate_exception(exc)
     assert isinstance(err, errors.InvalidArgument)
     assert str(exc) not in err.message  # never the database's message (it may quote the value)
+
+
+async def test_a_streamed_message_refused_at_the_boundary_fails_as_its_batch(world: World) -> None:
+    # batches 0 and 1 commit; message 2 holds a NUL (refused by the interceptor before the domain sees it): the
+    # stream ends with batch 2's error, saying what was committed, as for any other failing batch
+    from embedding_helpers import error_info
+
+    messages = [
+        pb.StreamUpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=[emb("s0")]),
+        pb.StreamUpsertEmbeddingsRequest(embeddings=[emb("s1")]),
+        pb.StreamUpsertEmbeddingsRequest(embeddings=[emb("s2"), emb("bad\x00")]),
+        pb.StreamUpsertEmbeddingsRequest(embeddings=[emb("s3")]),
+    ]
+    err = await rpc_error(
+        world.vdb.embeddings.StreamUpsertEmbeddings(iter(messages), metadata=world.md("alice")), C.INVALID_ARGUMENT
+    )
+    assert err.details().startswith("batch 2: embeddings[1].text_id: must not contain NUL"), err.details()
+    assert error_info(err)["committed_batches"] == "2"
+    assert set(await world.rows()) == {"s0", "s1"}

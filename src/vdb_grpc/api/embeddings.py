@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ from vdb_grpc.api.convert import principal
 from vdb_grpc.api.search import SearchSimilarMixin
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search
+from vdb_grpc.errors import VdbError
 from vdb_grpc.limits import Limits, json_object, too_large
 from vdb_grpc.queries.embeddings import EmbeddingRow
 from vdb_grpc.v1 import embedding_pb2 as pb
@@ -89,6 +91,10 @@ def embedding_message(row: EmbeddingRow) -> pb.Embedding:
     return msg
 
 
+def _raise(exc: VdbError) -> UploadBatch:
+    raise exc
+
+
 class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceServicer):
     """gRPC adapter for ``Embeddings`` (and ``Search`` through ``SearchSimilarMixin``)."""
 
@@ -114,7 +120,15 @@ class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceS
         self, request_iterator: AsyncIterator[pb.StreamUpsertEmbeddingsRequest], context: grpc.aio.ServicerContext
     ) -> pb.StreamUpsertEmbeddingsResponse:
         async def batches() -> AsyncIterator[StreamBatch]:
-            async for message in request_iterator:
+            messages = aiter(request_iterator)
+            while True:
+                try:
+                    message = await anext(messages)
+                except StopAsyncIteration:
+                    return
+                except VdbError as exc:  # a message the interceptor refused: fails as that batch, in order
+                    yield StreamBatch(owner="", project_handle="", size=0, load=partial(_raise, exc))
+                    return
                 yield StreamBatch(
                     owner=message.owner,
                     project_handle=message.project_handle,
