@@ -7,6 +7,11 @@ nothing of it sent to the client), and write one access-log line. When an RPC th
 permissions ends (``vdb_grpc.cache.mutates_access``), the interceptor tells the authorization cache, so the
 next request (here at once, on other replicas via NOTIFY) sees the change. Request and response payloads are never
 logged: they may hold API keys.
+
+The interceptor is also the one input boundary (docs/limits.md): it decodes each request itself (large ones in a
+worker thread), so bytes that are no valid request are INVALID_ARGUMENT instead of gRPC's UNKNOWN, and runs
+``vdb_grpc.limits.check_request`` on every decoded message (NUL characters, page-token size) before a servicer
+sees it.
 """
 
 from __future__ import annotations
