@@ -34,12 +34,12 @@ def invalid(text: str) -> str:
 def test_valid_metadata_passes_and_violations_name_path_and_reason():
     schema = compile_schema(json.dumps(BOOK))
     assert schema.violation({"year": 1999, "authors": ["Ann"]}) is None
-    assert schema.violation({"year": "1999"}) == SchemaViolation("$.year", "'1999' is not of type 'integer'")
+    assert schema.violation({"year": "1999"}) == SchemaViolation("$.year", '"1999" is not of type "integer"')
     assert schema.violation({"year": 1, "authors": ["a", ""]}) == SchemaViolation(
-        "$.authors[1]", "'' should be non-empty"
+        "$.authors[1]", '"" is shorter than 1 character'
     )
-    assert schema.violation({}) == SchemaViolation("$", "'year' is a required property")
-    assert str(schema.violation({"year": None})) == "at $.year: None is not of type 'integer'"
+    assert schema.violation({}) == SchemaViolation("$", '"year" is a required property')
+    assert str(schema.violation({"year": None})) == 'at $.year: null is not of type "integer"'
 
 
 def test_absent_metadata_violates_every_schema():
@@ -65,7 +65,7 @@ def test_violations_keeps_order_and_keys():
         ('{"$schema": "https://example.org/my-dialect"}', "unknown $schema"),
         ('{"$schema": 7}', "unknown $schema"),
         ('{"type": "nope"}', "is not a valid JSON Schema: at $.type"),
-        ('{"properties": {"a": {"minimum": "x"}}}', "at $.properties.a.minimum: 'x' is not of type 'number'"),
+        ('{"properties": {"a": {"minimum": "x"}}}', 'at $.properties.a.minimum: "x" is not of type "number"'),
         ('{"properties": {"a": {"$ref": "#/$defs/missing"}}}', "'#/$defs/missing' cannot be resolved"),
         ('{"$ref": "#"}', "refers to itself without end"),
     ],
@@ -91,7 +91,7 @@ def test_local_references_anchors_and_meta_schemas_resolve():
     }
     schema = compile_schema(json.dumps(nested))
     assert schema.violation({"who": "Ann", "tag": "x"}) is None
-    assert schema.violation({"who": 1}) == SchemaViolation("$.who", "1 is not of type 'string'")
+    assert schema.violation({"who": 1}) == SchemaViolation("$.who", '1 is not of type "string"')
     assert schema.violation({"tag": "z"}) is not None
     # a {"$ref": ...} inside const is data, not a reference
     assert compile_schema('{"const": {"$ref": "nowhere"}}').violation({"$ref": "nowhere"}) is None

@@ -502,7 +502,7 @@ async def test_update_metadata_schema_checks_stored_metadata(vdb):
     sample = preconditions(err)
     assert len(sample) == 10 and {s[0] for s in sample} == {"METADATA_SCHEMA_VIOLATION"}
     assert [s[1] for s in sample] == [f"embedding:bad{i:02d}" for i in range(10)]  # ordered by text_id
-    assert sample[0][2] == "at $.year: 'x' is not of type 'integer'"
+    assert sample[0][2] == 'at $.year: "x" is not of type "integer"'
     assert "'bad00'" in err.details()
     assert (await get(vdb, keys["owner"], "alice", "proj")).metadata_schema == ""  # unchanged
     # NULL metadata alone is a violation too

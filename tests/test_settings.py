@@ -146,3 +146,33 @@ def test_template_env_lists_every_setting():
     for i, line in enumerate(lines):
         if "=" in line and not line.startswith("#") and line.strip():
             assert lines[i - 1].startswith("#"), line
+
+
+LIMIT_VARIABLES = {
+    "VDB_MAX_METADATA_BYTES": "max_metadata_bytes",
+    "VDB_MAX_METADATA_DEPTH": "max_metadata_depth",
+    "VDB_MAX_SCHEMA_BYTES": "max_schema_bytes",
+    "VDB_MAX_SCHEMA_DEPTH": "max_schema_depth",
+    "VDB_MAX_SCHEMA_SUBSCHEMAS": "max_schema_subschemas",
+    "VDB_MAX_TEXT_CHARS": "max_text_chars",
+    "VDB_MAX_PAGE_TOKEN_CHARS": "max_page_token_chars",
+}
+
+
+def test_request_limits_are_settings_with_defaults_and_bounds() -> None:
+
+    from vdb_grpc.limits import Limits
+
+    assert Settings.from_env({}).limits == Limits()
+    custom = Settings.from_env({name: "100" for name in LIMIT_VARIABLES if name != "VDB_MAX_METADATA_DEPTH"})
+    assert all(getattr(custom, a) == 100 for n, a in LIMIT_VARIABLES.items() if n != "VDB_MAX_METADATA_DEPTH")
+    assert custom.limits.schema_subschemas == 100 and custom.limits.page_token_chars == 100
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"VDB_MAX_METADATA_DEPTH": "33", "VDB_MAX_PAGE_TOKEN_CHARS": "10", "VDB_MAX_TEXT_CHARS": "x"})
+    text = str(info.value)
+    assert "VDB_MAX_METADATA_DEPTH must be between 1 and 32" in text
+    assert "VDB_MAX_PAGE_TOKEN_CHARS must be between 64" in text
+    assert "VDB_MAX_TEXT_CHARS must be an integer" in text
+    template = (Path(__file__).parent.parent / "template.env").read_text()
+    for name in LIMIT_VARIABLES:
+        assert f"{name}=" in template, name

@@ -89,7 +89,9 @@ class NotFound(VdbError):
 
     @classmethod
     def resource_missing(cls, resource_type: str, name: str, owner: str = "") -> NotFound:
-        """Standard message and ResourceInfo for a missing resource."""
+        """Standard message and ResourceInfo for a missing resource (a long name is cut: it came from the client)."""
+        if len(name) > 200:
+            name = name[:199] + "…"
         return cls(f"{resource_type} {name!r} not found", resource=ResourceRef(resource_type, name, owner))
 
 

@@ -8,6 +8,11 @@ permissions ends (``vdb_grpc.cache.mutates_access``) and may have changed someth
 see ``_may_have_changed``), the interceptor tells the authorization cache, so the next request (here at once,
 on other replicas via NOTIFY) sees the change. Request and response payloads are never
 logged: they may hold API keys.
+
+The interceptor is also the one input boundary (docs/limits.md): it decodes each request itself (large ones in a
+worker thread), so bytes that are no valid request are INVALID_ARGUMENT instead of gRPC's UNKNOWN, and runs
+``vdb_grpc.limits.check_request`` on every decoded message (NUL characters, page-token size) before a servicer
+sees it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from vdb_grpc.auth import (
 )
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
+from vdb_grpc.limits import Limits, check_request, oversized_struct, too_large
 from vdb_grpc.runtime import read_routing
 from vdb_grpc.runtime.logging import request_id as request_id_var
 
@@ -67,6 +73,15 @@ ERROR_DOMAIN = "vdb-grpc"
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 KeyResolver = Callable[[str], Awaitable[Principal | None]]
+
+#: Requests larger than this on the wire are decoded and checked in a worker thread, off the event loop.
+DECODE_INLINE_BYTES = 256 * 1024
+#: Last-resort caps on what an error puts into the trailers (gRPC clients refuse metadata over 8-16 KiB).
+MESSAGE_MAX_CHARS = 1000
+DETAILS_MAX_BYTES = 7000
+#: Client data PostgreSQL refused as a value (SQLSTATE class 22, "data exception": a character it cannot
+#: store, a number out of range, text it cannot parse …) and asyncpg's own refusal to encode a parameter.
+DATA_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions._base.DataError)
 
 
 class RpcObserver(Protocol):
@@ -150,8 +165,21 @@ def translate_exception(exc: BaseException) -> errors.VdbError | None:
         return errors.DeadlineExceeded("the database statement took too long and was cancelled")
     if isinstance(exc, asyncpg.exceptions.SerializationError | asyncpg.exceptions.DeadlockDetectedError):
         return errors.Aborted("concurrent modification; retry the request")
+    if isinstance(exc, DATA_ERRORS):
+        # By class, never by message (which may quote the value): the request carried a value PostgreSQL
+        # cannot take. Every field is checked before it gets here; this is the safety net for what slips by.
+        return errors.InvalidArgument(
+            f"a value in the request cannot be stored or compared by the database ({type(exc).__name__}"
+            + (f", SQLSTATE {exc.sqlstate}" if getattr(exc, "sqlstate", None) else "")
+            + ")"
+        )
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return errors.Unavailable("the database is unavailable; retry later")
+    if isinstance(exc, RecursionError | OverflowError):
+        # Only client data nests or grows without bound: parsing it is what overflowed.
+        return errors.InvalidArgument(
+            f"the request is nested too deeply or holds too large a number ({type(exc).__name__})"
+        )
     return None
 
 
@@ -182,6 +210,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         observer: RpcObserver | None = None,
         admit: Admission | None = None,
         access_log_mode: str = "errors",
+        limits: Limits | None = None,
     ) -> None:
         """Args:
         admin_key: the admin's bearer key (None: no admin).
@@ -190,7 +219,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         observer: told of every call's start, messages and end (metrics); None: nobody.
         admit: may refuse an authenticated call (rate limits); None: every call is admitted.
         access_log_mode: "all" (an INFO access record per call), "errors" (successful calls at DEBUG) or "off".
+        limits: per-request limits checked on every decoded request (``vdb_grpc.limits.check_request``).
         """
+        self._limits = limits or Limits()
         self._admin_key = admin_key
         self._resolve_user_key = resolve_user_key
         self._on_access_change = on_access_change
@@ -217,31 +248,113 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         bump = self._on_access_change if mutates_access(method) else None
+        # gRPC would turn a deserializer's exception into UNKNOWN ("Unexpected DecodeError"): the wrapped
+        # deserializer only keeps the bytes; the handler wrapper decodes and checks them (``_decode``).
+        deserialize = handler.request_deserializer
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, bump, "unary"),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, self._unary_in(deserialize, handler.unary_unary), bump, "unary"),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, bump, "client_stream"),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, self._stream_in(deserialize, handler.stream_unary), bump, "client_stream"),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, bump, "server_stream"),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(
+                    method,
+                    self._unary_in_stream(deserialize, handler.unary_stream),
+                    bump,
+                    "server_stream",
+                ),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.stream_stream, bump, "bidi_stream"),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(
+                    method,
+                    self._stream_in_stream(deserialize, handler.stream_stream),
+                    bump,
+                    "bidi_stream",
+                ),
+                request_deserializer=_keep_bytes,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+    async def _decode(self, raw: Any, deserialize: Callable[[bytes], Any] | None) -> Any:
+        """The request message of ``raw`` bytes, checked by ``limits.check_request``; large ones in a thread.
+
+        Raises:
+            errors.InvalidArgument: bytes that are no valid request (corrupt, invalid UTF-8 in a string field,
+                nested deeper than protobuf decodes), or a request ``check_request`` refuses.
+        """
+        if deserialize is None or not isinstance(raw, bytes | bytearray | memoryview):
+            return raw
+        if len(raw) > DECODE_INLINE_BYTES:
+            return await asyncio.to_thread(self._decode_now, bytes(raw), deserialize)
+        return self._decode_now(raw, deserialize)
+
+    def _decode_now(self, raw: Any, deserialize: Callable[[bytes], Any]) -> Any:
+        struct_limit = 4 * self._limits.metadata_bytes  # JSON is at most ~4x smaller than a Struct's wire form
+        descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+        if descriptor is not None and len(raw) > struct_limit:
+            found = oversized_struct(bytes(raw), descriptor, struct_limit)
+            if found is not None:
+                path, size = found
+                raise too_large(path, "has about", size, self._limits.metadata_bytes, "VDB_MAX_METADATA_BYTES")
+        try:
+            message = deserialize(raw)
+        except Exception as exc:  # DecodeError, or RecursionError from nesting: the bytes are the client's
+            raise errors.InvalidArgument(
+                "request: cannot be decoded as the method's request message (corrupt bytes, invalid UTF-8 in a "
+                f"string field, or nested too deeply; {type(exc).__name__})",
+                field_violations=[errors.FieldViolation("request", "cannot be decoded")],
+            ) from None
+        check_request(message, b"\x00" in raw, self._limits)
+        return message
+
+    def _unary_in(self, deserialize: Any, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(await self._decode(raw, deserialize), context)
+
+        return call
+
+    def _unary_in_stream(
+        self, deserialize: Any, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in behavior(await self._decode(raw, deserialize), context):
+                yield item
+
+        return call
+
+    def _messages(self, deserialize: Any, raw_iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async def messages() -> AsyncIterator[Any]:
+            async for raw in raw_iterator:
+                yield await self._decode(raw, deserialize)
+
+        return messages()
+
+    def _stream_in(self, deserialize: Any, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(raw_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(self._messages(deserialize, raw_iterator), context)
+
+        return call
+
+    def _stream_in_stream(
+        self, deserialize: Any, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def call(raw_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in behavior(self._messages(deserialize, raw_iterator), context):
+                yield item
+
+        return call
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         token = bearer_token(context.invocation_metadata())
@@ -360,11 +473,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = status_code_for(err)
             if err is not exc:
                 log.warning("%s in %s (request_id=%s): %s", code.name, method, request_id, type(exc).__name__)
+        message = err.message
+        if len(message) > MESSAGE_MAX_CHARS:  # last resort: every echo should already be short (limits.show)
+            message = err.message = message[: MESSAGE_MAX_CHARS - 1] + "…"
+        details = rich_status(code, err).SerializeToString()
+        if len(details) > DETAILS_MAX_BYTES:
+            details = status_pb2.Status(code=code.value[0], message=message).SerializeToString()
         trailers = (
-            ("grpc-status-details-bin", rich_status(code, err).SerializeToString()),
+            ("grpc-status-details-bin", details),
             ("x-request-id", request_id),
         )
-        return code, err.message, trailers
+        return code, message, trailers
 
     # --- observation, admission and the access log (metrics, rate limits, read routing) ---------------------
 
@@ -448,6 +567,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 "request_id": request_id,
             },
         )
+
+
+def _keep_bytes(raw: bytes) -> bytes:
+    """The request deserializer gRPC calls: hands the bytes on untouched (``ServiceInterceptor._decode``)."""
+    return raw
 
 
 __all__ = ["STATUS_OF", "PrincipalKind", "ServiceInterceptor", "rich_status", "status_code_for", "translate_exception"]

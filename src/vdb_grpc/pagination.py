@@ -2,6 +2,9 @@
 
 A token is base64url JSON holding the list's name and the sort key of the last item returned. It is not a
 secret and not signed: a forged token can only move the starting point of a list the caller may read anyway.
+Decoding is bounded: the interceptor refuses tokens over ``VDB_MAX_PAGE_TOKEN_CHARS`` before they get here,
+and a sort key must be a short flat list of strings (without NUL) and 64-bit integers, so whatever a forged
+token holds reaches SQL only as values of the types the list's statement binds.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from vdb_grpc.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: Most values in a sort key (ours have one or two).
+MAX_KEY_PARTS = 4
+_INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,19 @@ def decode_token(list_name: str, token: str) -> list[Any] | None:
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8"))
         if not isinstance(data, dict) or data.get("l") != list_name or not isinstance(data.get("k"), list):
             raise ValueError
-        return list(data["k"])
-    except (ValueError, UnicodeError, binascii.Error):
+        key = list(data["k"])
+        if len(key) > MAX_KEY_PARTS or not all(_plain(k) for k in key):
+            raise ValueError
+        return key
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
         raise InvalidArgument.field("page_token", "is not a token returned by this list") from None
+
+
+def _plain(value: Any) -> bool:
+    """A sort-key value a statement can bind: a string without NUL or a 64-bit integer."""
+    if isinstance(value, str):
+        return "\x00" not in value
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
 
 
 def next_token(list_name: str, items: list[Any], size: int, key_of: Any) -> str:

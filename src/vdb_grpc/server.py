@@ -176,7 +176,7 @@ def build_server(
         ),
     )
     standards = ApiStandards(pool)
-    projects = Projects(pool)
+    projects = Projects(pool, limits=settings.limits)
     search = Search(
         pool,
         ef_search=settings.hnsw_ef_search,
@@ -194,7 +194,9 @@ def build_server(
     indexer = UploadAwareIndexer(primary_pool)
     if metrics is not None:
         indexer.on_index_built = metrics.index_built
-    embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload)
+    embeddings = Embeddings(
+        pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload, limits=settings.limits
+    )
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (
         ApiKeyCipher(settings.encryption_key, settings.encryption_key_previous) if settings.encryption_key else None
@@ -229,6 +231,7 @@ def build_server(
                 observer=metrics,
                 admit=limiter.admit if limiter is not None else None,
                 access_log_mode=settings.access_log,
+                limits=settings.limits,
             )
         ],
         options=[
@@ -240,7 +243,9 @@ def build_server(
     user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
     api_standard_pb2_grpc.add_ApiStandardServiceServicer_to_server(ApiStandardServicer(standards), server)
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(projects), server)
-    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingTextServicer(embeddings, search, texts), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+        EmbeddingTextServicer(embeddings, search, texts, settings.limits), server
+    )
     llm_definition_pb2_grpc.add_LlmDefinitionServiceServicer_to_server(LlmDefinitionServicer(definitions), server)
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)

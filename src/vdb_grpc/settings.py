@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdb_grpc.limits import Limits
+
 MIB = 1024 * 1024
 #: Values shipped in template.env; refusing them keeps copy-pasted examples out of production.
 PLACEHOLDER_SECRETS = frozenset(
@@ -106,6 +108,23 @@ class Settings:
     """``VDB_QUERY_CACHE_SIZE``: query texts of text searches whose vectors are kept (0 = none)."""
     query_cache_seconds: float = 60.0
     """``VDB_QUERY_CACHE_SECONDS``: how long a query text's vector is reused."""
+    max_metadata_bytes: int = 64 * 1024
+    """``VDB_MAX_METADATA_BYTES``: largest metadata of one embedding, as compact UTF-8 JSON."""
+    max_metadata_depth: int = 16
+    """``VDB_MAX_METADATA_DEPTH``: deepest nesting of objects/arrays in one metadata value or search condition
+    value (``{"a": 1}`` has depth 1; protobuf decodes at most ~31 Struct levels anyway)."""
+    max_schema_bytes: int = 64 * 1024
+    """``VDB_MAX_SCHEMA_BYTES``: largest metadata_schema text (UTF-8)."""
+    max_schema_depth: int = 32
+    """``VDB_MAX_SCHEMA_DEPTH``: deepest nesting of objects/arrays in a metadata_schema."""
+    max_schema_subschemas: int = 10_000
+    """``VDB_MAX_SCHEMA_SUBSCHEMAS``: most subschemas a metadata_schema may amount to with every ``$ref``
+    expanded (recursive ones unrolled VDB_MAX_METADATA_DEPTH times); bounds the cost of validating one value."""
+    max_text_chars: int = 1_000_000
+    """``VDB_MAX_TEXT_CHARS``: longest ``text`` of one embedding, in characters."""
+    max_page_token_chars: int = 1024
+    """``VDB_MAX_PAGE_TOKEN_CHARS``: longest ``page_token`` accepted (the tokens the service hands out are far
+    shorter)."""
 
     @property
     def embedded(self) -> bool:
@@ -271,6 +290,13 @@ class Settings:
 
         provider_timeout = seconds("VDB_PROVIDER_TIMEOUT_SECONDS", cls.provider_timeout_seconds, 0.1, 600)
         query_cache_seconds = seconds("VDB_QUERY_CACHE_SECONDS", cls.query_cache_seconds, 0, 86400)
+        max_metadata_bytes = integer("VDB_MAX_METADATA_BYTES", cls.max_metadata_bytes, 2, 2**31 - 1)
+        max_metadata_depth = integer("VDB_MAX_METADATA_DEPTH", cls.max_metadata_depth, 1, 32)
+        max_schema_bytes = integer("VDB_MAX_SCHEMA_BYTES", cls.max_schema_bytes, 2, 16 * MIB)
+        max_schema_depth = integer("VDB_MAX_SCHEMA_DEPTH", cls.max_schema_depth, 1, 100)
+        max_schema_subschemas = integer("VDB_MAX_SCHEMA_SUBSCHEMAS", cls.max_schema_subschemas, 1, 10_000_000)
+        max_text_chars = integer("VDB_MAX_TEXT_CHARS", cls.max_text_chars, 1, 2**31 - 1)
+        max_page_token_chars = integer("VDB_MAX_PAGE_TOKEN_CHARS", cls.max_page_token_chars, 64, 1 * MIB)
 
         if problems:
             raise SettingsError(problems)
@@ -304,6 +330,26 @@ class Settings:
             provider_retries=provider_retries,
             query_cache_size=query_cache_size,
             query_cache_seconds=query_cache_seconds,
+            max_metadata_bytes=max_metadata_bytes,
+            max_metadata_depth=max_metadata_depth,
+            max_schema_bytes=max_schema_bytes,
+            max_schema_depth=max_schema_depth,
+            max_schema_subschemas=max_schema_subschemas,
+            max_text_chars=max_text_chars,
+            max_page_token_chars=max_page_token_chars,
+        )
+
+    @property
+    def limits(self) -> Limits:
+        """The per-request limits of client data (``vdb_grpc.limits``)."""
+        return Limits(
+            metadata_bytes=self.max_metadata_bytes,
+            metadata_depth=self.max_metadata_depth,
+            schema_bytes=self.max_schema_bytes,
+            schema_depth=self.max_schema_depth,
+            schema_subschemas=self.max_schema_subschemas,
+            text_chars=self.max_text_chars,
+            page_token_chars=self.max_page_token_chars,
         )
 
     def replace(self, **changes: object) -> Settings:

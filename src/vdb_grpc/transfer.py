@@ -459,7 +459,7 @@ def export_project(
     progress_out: IO[str] | None = None,
 ) -> int:
     """Write every embedding of ``project`` to ``out_path`` (stdout when None); return how many."""
-    from vdb_grpc.api.embeddings import json_object
+    from vdb_grpc.limits import json_object
     from vdb_grpc.v1 import embedding_pb2 as pb
     from vdb_grpc.v1 import embedding_pb2_grpc, project_pb2, project_pb2_grpc
 
@@ -493,7 +493,7 @@ def export_project(
                     if e.HasField("text"):
                         row["text"] = e.text
                     if e.HasField("metadata"):
-                        row["metadata"] = json_object(e.metadata)
+                        row["metadata"] = json_object(e.metadata, 10_000, "metadata", finite=False)
                     yield row
                 n += len(page.embeddings)
                 if progress is not None:

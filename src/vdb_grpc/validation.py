@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from vdb_grpc.errors import InvalidArgument
+from vdb_grpc.limits import show
 
 HANDLE_RE = re.compile(r"[A-Za-z0-9.\-][A-Za-z0-9._\-]{2,19}")
 #: Handles nobody may register (besides anything starting with "_").
@@ -19,7 +20,7 @@ def check_handle(value: str, field: str) -> str:
     if not HANDLE_RE.fullmatch(value):
         raise InvalidArgument.field(
             field,
-            f"{value!r} is not a valid handle: 3-20 characters from A-Z a-z 0-9 . _ -, not starting with '_'",
+            f"{show(value)} is not a valid handle: 3-20 characters from A-Z a-z 0-9 . _ -, not starting with '_'",
         )
     return value
 
@@ -27,7 +28,7 @@ def check_handle(value: str, field: str) -> str:
 def check_new_user_handle(value: str, field: str = "user.user_handle") -> str:
     """A handle a new user may take: valid and not reserved."""
     if value.startswith("_") or value.lower() in RESERVED_HANDLES or value == "*":
-        raise InvalidArgument.field(field, f"{value!r} is reserved")
+        raise InvalidArgument.field(field, f"{show(value)} is reserved")
     return check_handle(value, field)
 
 
@@ -64,5 +65,5 @@ def check_max_length(value: str, limit: int, field: str) -> str:
 def check_role(value: str, field: str = "role") -> str:
     """A share role: "reader" or "editor"."""
     if value not in SHARE_ROLES:
-        raise InvalidArgument.field(field, f"must be 'reader' or 'editor', got {value!r}")
+        raise InvalidArgument.field(field, f"must be 'reader' or 'editor', got {show(value)}")
     return value

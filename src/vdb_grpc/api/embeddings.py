@@ -8,51 +8,37 @@ integral numbers become ints, so ``{"year": 1781}`` is stored as ``1781``, not `
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import struct_pb2
 
 from vdb_grpc.api.convert import principal
 from vdb_grpc.api.search import SearchSimilarMixin
 from vdb_grpc.auth import current_reauthenticate
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search
+from vdb_grpc.errors import VdbError
+from vdb_grpc.limits import Limits, json_object, too_large
 from vdb_grpc.queries.embeddings import EmbeddingRow
 from vdb_grpc.v1 import embedding_pb2 as pb
 from vdb_grpc.v1 import embedding_pb2_grpc
 
-#: Integral doubles up to this magnitude are exact and become Python ints.
-_EXACT_INT = 2.0**53
+#: Requests larger than this (bytes) are converted to domain values in a worker thread, off the event loop.
+OFF_LOOP_BYTES = 256 * 1024
+#: Responses of more rows than this are built in a worker thread.
+OFF_LOOP_ROWS = 16
 
 
-def json_value(v: struct_pb2.Value) -> Any:
-    """A ``google.protobuf.Value`` as a plain JSON value (dict, list, str, int/float, bool, None)."""
-    kind = v.WhichOneof("kind")
-    if kind == "string_value":
-        return v.string_value
-    if kind == "number_value":
-        x = v.number_value
-        return int(x) if x.is_integer() and -_EXACT_INT <= x <= _EXACT_INT else x
-    if kind == "bool_value":
-        return v.bool_value
-    if kind == "struct_value":
-        return json_object(v.struct_value)
-    if kind == "list_value":
-        return [json_value(x) for x in v.list_value.values]
-    return None
+def upload_batch(items: Sequence[pb.Embedding], limits: Limits) -> UploadBatch:
+    """The domain batch of a request's embeddings.
 
-
-def json_object(s: struct_pb2.Struct) -> dict[str, Any]:
-    """A ``google.protobuf.Struct`` as a dict (iterating keys is faster than the map's ``items()`` view)."""
-    fields = s.fields
-    return {k: json_value(fields[k]) for k in fields}
-
-
-def upload_batch(items: Sequence[pb.Embedding]) -> UploadBatch:
-    """The domain batch of a request's embeddings."""
+    Raises:
+        InvalidArgument: metadata nesting deeper than ``limits.metadata_depth`` (naming the item).
+    """
     try:
         vectors: Any = np.array([e.vector for e in items], dtype=np.float32)
         if vectors.ndim != 2:
@@ -64,12 +50,24 @@ def upload_batch(items: Sequence[pb.Embedding]) -> UploadBatch:
     instances: list[str] = []
     texts: list[str | None] = []
     metadata: list[Any] = []
-    for e in items:
+    depth = limits.metadata_depth
+    for i, e in enumerate(items):
         text_ids.append(e.text_id)
         vector_dims.append(e.vector_dim)
         instances.append(e.instance)
         texts.append(e.text if e.HasField("text") else None)
-        metadata.append(json_object(e.metadata) if e.HasField("metadata") else None)
+        # NaN and infinity pass here: the domain lists them with every other problem of the batch
+        has = e.HasField("metadata")
+        if has and e.metadata.ByteSize() > 4 * limits.metadata_bytes:
+            # certainly over the limit (JSON is at most ~4x smaller than the wire form): refused unconverted
+            raise too_large(
+                f"embeddings[{i}].metadata",
+                "has about",
+                e.metadata.ByteSize(),
+                limits.metadata_bytes,
+                "VDB_MAX_METADATA_BYTES",
+            )
+        metadata.append(json_object(e.metadata, depth, f"embeddings[{i}].metadata", finite=False) if has else None)
     return UploadBatch(
         text_ids=text_ids,
         vectors=vectors,
@@ -94,20 +92,27 @@ def embedding_message(row: EmbeddingRow) -> pb.Embedding:
     return msg
 
 
+def _raise(exc: VdbError) -> UploadBatch:
+    raise exc
+
+
 class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceServicer):
     """gRPC adapter for ``Embeddings`` (and ``Search`` through ``SearchSimilarMixin``)."""
 
-    def __init__(self, embeddings: Embeddings, search: Search) -> None:
+    def __init__(self, embeddings: Embeddings, search: Search, limits: Limits | None = None) -> None:
         self._embeddings = embeddings
         self._search = search
+        self._limits = limits or Limits()
 
     async def UpsertEmbeddings(
         self, request: pb.UpsertEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertEmbeddingsResponse:
         self._embeddings.check_batch_size(len(request.embeddings))
-        result = await self._embeddings.upsert(
-            principal(), request.owner, request.project_handle, upload_batch(request.embeddings)
-        )
+        if request.ByteSize() > OFF_LOOP_BYTES:
+            batch = await asyncio.to_thread(upload_batch, request.embeddings, self._limits)
+        else:
+            batch = upload_batch(request.embeddings, self._limits)
+        result = await self._embeddings.upsert(principal(), request.owner, request.project_handle, batch)
         return pb.UpsertEmbeddingsResponse(
             text_ids=result.text_ids, count=result.count, inserted=result.inserted, replaced=result.replaced
         )
@@ -116,12 +121,20 @@ class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceS
         self, request_iterator: AsyncIterator[pb.StreamUpsertEmbeddingsRequest], context: grpc.aio.ServicerContext
     ) -> pb.StreamUpsertEmbeddingsResponse:
         async def batches() -> AsyncIterator[StreamBatch]:
-            async for message in request_iterator:
+            messages = aiter(request_iterator)
+            while True:
+                try:
+                    message = await anext(messages)
+                except StopAsyncIteration:
+                    return
+                except VdbError as exc:  # a message the interceptor refused: fails as that batch, in order
+                    yield StreamBatch(owner="", project_handle="", size=0, load=partial(_raise, exc))
+                    return
                 yield StreamBatch(
                     owner=message.owner,
                     project_handle=message.project_handle,
                     size=len(message.embeddings),
-                    load=lambda m=message: upload_batch(m.embeddings),  # type: ignore[misc]
+                    load=lambda m=message: upload_batch(m.embeddings, self._limits),  # type: ignore[misc]
                 )
 
         result = await self._embeddings.upsert_stream(
@@ -135,6 +148,8 @@ class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceS
         self, request: pb.GetEmbeddingRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEmbeddingResponse:
         row = await self._embeddings.get(principal(), request.owner, request.project_handle, request.text_id)
+        if row.metadata_json_size > OFF_LOOP_BYTES:
+            return pb.GetEmbeddingResponse(embedding=await asyncio.to_thread(embedding_message, row))
         return pb.GetEmbeddingResponse(embedding=embedding_message(row))
 
     async def ListEmbeddings(
@@ -148,9 +163,11 @@ class EmbeddingServicer(SearchSimilarMixin, embedding_pb2_grpc.EmbeddingServiceS
             request.page_token,
             include_vectors=request.include_vectors,
         )
-        return pb.ListEmbeddingsResponse(
-            embeddings=[embedding_message(r) for r in page.embeddings], next_page_token=page.next_page_token
-        )
+        if len(page.embeddings) > OFF_LOOP_ROWS:
+            messages = await asyncio.to_thread(lambda: [embedding_message(r) for r in page.embeddings])
+        else:
+            messages = [embedding_message(r) for r in page.embeddings]
+        return pb.ListEmbeddingsResponse(embeddings=messages, next_page_token=page.next_page_token)
 
     async def DeleteEmbedding(
         self, request: pb.DeleteEmbeddingRequest, context: grpc.aio.ServicerContext

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from vdb_grpc.api.convert import principal
 from vdb_grpc.domain.search import Condition, Search, SearchQuery, SearchResult
 from vdb_grpc.errors import InvalidArgument
+from vdb_grpc.limits import Limits, json_value
 from vdb_grpc.v1 import embedding_pb2
 
+DEFAULT_LIMITS = Limits()
+#: Responses with metadata of more results than this are built in a worker thread.
+OFF_LOOP_RESULTS = 16
 
-def _conditions(items: list[embedding_pb2.MetadataCondition], field: str) -> tuple[Condition, ...]:
+
+def _conditions(items: list[embedding_pb2.MetadataCondition], field: str, limits: Limits) -> tuple[Condition, ...]:
     out = []
     for i, c in enumerate(items):
         if not c.HasField("value") or c.value.WhichOneof("kind") is None:
             raise InvalidArgument.field(f"{field}[{i}].value", "is required (a JSON value; use null_value for null)")
-        out.append(Condition(key=c.key, value=json_format.MessageToDict(c.value)))
+        out.append(Condition(key=c.key, value=json_value(c.value, limits.metadata_depth, f"{field}[{i}].value")))
     return tuple(out)
 
 
-def search_query(request: embedding_pb2.SearchSimilarRequest) -> SearchQuery:
-    """The domain query of a SearchSimilarRequest."""
+def search_query(request: embedding_pb2.SearchSimilarRequest, limits: Limits = DEFAULT_LIMITS) -> SearchQuery:
+    """The domain query of a SearchSimilarRequest.
+
+    Raises:
+        InvalidArgument: a condition without value, or one nesting too deep or holding NaN or infinity.
+    """
     which = request.WhichOneof("query")
     return SearchQuery(
         owner=request.owner,
@@ -31,8 +42,8 @@ def search_query(request: embedding_pb2.SearchSimilarRequest) -> SearchQuery:
         limit=request.limit,
         offset=request.offset,
         threshold=request.threshold if request.HasField("threshold") else None,
-        exclude=_conditions(list(request.exclude), "exclude"),
-        require=_conditions(list(request.require), "require"),
+        exclude=_conditions(list(request.exclude), "exclude", limits),
+        require=_conditions(list(request.require), "require", limits),
         include_text=request.include_text,
         include_metadata=request.include_metadata,
     )
@@ -56,8 +67,12 @@ class SearchSimilarMixin:
     """``SearchSimilar`` for the EmbeddingService servicer: parse → ``Search.search`` → response."""
 
     _search: Search
+    _limits: Limits
 
     async def SearchSimilar(
         self, request: embedding_pb2.SearchSimilarRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.SearchSimilarResponse:
-        return search_response(await self._search.search(principal(), search_query(request)))
+        results = await self._search.search(principal(), search_query(request, self._limits))
+        if request.include_metadata and len(results) > OFF_LOOP_RESULTS:  # much JSON to convert: off the loop
+            return await asyncio.to_thread(search_response, results)
+        return search_response(results)

@@ -6,17 +6,20 @@ SearchSimilar without a ``text`` goes to the plain servicer's method unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 
 from vdb_grpc.api.convert import principal
-from vdb_grpc.api.embeddings import EmbeddingServicer, json_object
+from vdb_grpc.api.embeddings import OFF_LOOP_BYTES, EmbeddingServicer
 from vdb_grpc.api.search import search_query, search_response
 from vdb_grpc.domain.embeddings import Embeddings
 from vdb_grpc.domain.search import Search
 from vdb_grpc.domain.texts import TextBatch, Texts, TextStreamMessage
+from vdb_grpc.limits import Limits, json_object, too_large
 from vdb_grpc.v1 import embedding_pb2 as pb
 
 
@@ -26,20 +29,39 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def text_batch(items: Sequence[pb.TextItem]) -> TextBatch:
-    """The domain batch of a request's text items."""
-    return TextBatch(
-        text_ids=[i.text_id for i in items],
-        texts=[i.text for i in items],
-        metadata=[json_object(i.metadata) if i.HasField("metadata") else None for i in items],
-    )
+def text_batch(items: Sequence[pb.TextItem], limits: Limits) -> TextBatch:
+    """The domain batch of a request's text items (metadata bounded as in ``api.embeddings.upload_batch``).
+
+    Raises:
+        InvalidArgument: metadata certainly over ``VDB_MAX_METADATA_BYTES`` or nesting deeper than
+            ``VDB_MAX_METADATA_DEPTH`` (naming the item).
+    """
+    metadata: list[Any] = []
+    for k, item in enumerate(items):
+        if not item.HasField("metadata"):
+            metadata.append(None)
+            continue
+        if item.metadata.ByteSize() > 4 * limits.metadata_bytes:
+            raise too_large(
+                f"items[{k}].metadata", "has about", item.metadata.ByteSize(), limits.metadata_bytes,
+                "VDB_MAX_METADATA_BYTES",
+            )  # fmt: skip
+        metadata.append(json_object(item.metadata, limits.metadata_depth, f"items[{k}].metadata", finite=False))
+    return TextBatch(text_ids=[i.text_id for i in items], texts=[i.text for i in items], metadata=metadata)
+
+
+async def text_batch_off_loop(items: Sequence[pb.TextItem], size: int, limits: Limits) -> TextBatch:
+    """``text_batch``, in a worker thread when the message is large (Struct conversion holds the loop)."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(text_batch, items, limits)
+    return text_batch(items, limits)
 
 
 class EmbeddingTextServicer(EmbeddingServicer):
     """gRPC adapter for ``Embeddings``, ``Search`` and ``Texts``: parse → one domain call → response."""
 
-    def __init__(self, embeddings: Embeddings, search: Search, texts: Texts) -> None:
-        super().__init__(embeddings, search)
+    def __init__(self, embeddings: Embeddings, search: Search, texts: Texts, limits: Limits | None = None) -> None:
+        super().__init__(embeddings, search, limits)
         self._texts = texts
 
     async def SearchSimilar(
@@ -60,7 +82,9 @@ class EmbeddingTextServicer(EmbeddingServicer):
         self, request: pb.UpsertTextsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertTextsResponse:
         out = await self._texts.upsert(
-            principal(), request.owner, request.project_handle, text_batch(request.items), deadline_of(context)
+            principal(), request.owner, request.project_handle,
+            await text_batch_off_loop(request.items, request.ByteSize(), self._limits),
+            deadline_of(context),
         )
         r = out.result
         return pb.UpsertTextsResponse(
@@ -73,7 +97,8 @@ class EmbeddingTextServicer(EmbeddingServicer):
         async def messages() -> AsyncIterator[TextStreamMessage]:
             async for m in request_iterator:
                 yield TextStreamMessage(
-                    owner=m.owner, project_handle=m.project_handle, size=len(m.items), items=text_batch(m.items)
+                    owner=m.owner, project_handle=m.project_handle, size=len(m.items),
+                    items=await text_batch_off_loop(m.items, m.ByteSize(), self._limits),
                 )
 
         out = await self._texts.upsert_stream(principal(), messages(), deadline_of(context))

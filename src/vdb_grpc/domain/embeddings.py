@@ -53,6 +53,7 @@ from vdb_grpc.errors import (
     Unauthenticated,
     VdbError,
 )
+from vdb_grpc.limits import Limits, show
 from vdb_grpc.metadata_schema import MetadataSchema, compile_stored_schema
 from vdb_grpc.pagination import encode_token, page_request
 from vdb_grpc.queries import embeddings as q
@@ -80,6 +81,8 @@ METADATA_REQUIRED = (
 STREAM_DEPTH = 2
 #: Resolves the caller's key again (``vdb_grpc.auth.current_reauthenticate``); raises UNAUTHENTICATED when revoked.
 Reauthenticate = Callable[[], Awaitable[Principal]]
+#: Batches of more items than this are checked and encoded in a worker thread, off the event loop.
+OFF_LOOP_ITEMS = 32
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,8 +189,8 @@ class _Prepared:
 
 
 def _show(text_id: str) -> str:
-    """A text_id for messages: quoted, long ones shortened."""
-    return repr(text_id if len(text_id) <= SHOWN_TEXT_ID else text_id[: SHOWN_TEXT_ID - 1] + "…")
+    """A text_id for messages: quoted, long ones shortened (``vdb_grpc.limits.show``)."""
+    return show(text_id, SHOWN_TEXT_ID)
 
 
 def check_text_id(text_id: str, field: str = "text_id") -> str:
@@ -314,42 +317,52 @@ def _check_vectors(batch: UploadBatch, dims: int, instance: str, problems: _Prob
 
 
 def _check_metadata(
-    batch: UploadBatch, schema: MetadataSchema | None, problems: _Problems, stored: frozenset[str] | None = None
+    batch: UploadBatch,
+    schema: MetadataSchema | None,
+    problems: _Problems,
+    limits: Limits,
+    stored: frozenset[str] | None = None,
 ) -> str:
     """Check every item's metadata; return the batch's metadata as one JSON array (null where not given).
 
     ``stored``: the batch's text_ids already stored in the project (None: unknown, taken as none). Left-out
     metadata keeps a stored row's value, which satisfies the schema; for a new row it is refused.
 
-    One encoder call for the whole batch (the per-item work is the schema check, when there is a schema); only
-    when that call fails, or finds a NUL character, are the items looked at one by one to name the culprits.
+    Each item is encoded once (its size is checked against ``VDB_MAX_METADATA_BYTES``), the array is joined from
+    the pieces; the per-item work beyond that is the schema check, when there is a schema.
     """
     values = batch.metadata
     unusable: set[int] = set()
+    limit = limits.metadata_bytes
 
     def bad(i: int, description: str) -> None:
         unusable.add(i)
         problems.add(i, "metadata", description)
 
+    parts: list[str] = []
     for i, value in enumerate(values):
         if value is None:
+            parts.append("null")
             if schema is not None and (stored is None or batch.text_ids[i] not in stored):
                 bad(i, METADATA_REQUIRED)
-        elif not isinstance(value, dict):
+            continue
+        if not isinstance(value, dict):
             bad(i, f"must be a JSON object, not {type(value).__name__}")
-    try:
-        text = _JSON.encode(values)
-    except ValueError:
-        text = ""
-        for i, value in enumerate(values):
-            try:
-                _JSON.encode(value)
-            except ValueError:
-                bad(i, "holds NaN or infinity, which JSON cannot represent")
-    if not text or "\\u0000" in text:
-        for i, value in enumerate(values):
-            if _has_nul(value):
-                bad(i, "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
+        try:
+            part = _JSON.encode(value)
+        except ValueError:
+            bad(i, "holds NaN or infinity, which JSON cannot represent")
+            parts.append("null")
+            continue
+        parts.append(part)
+        if len(part) > limit // 4 and len(part.encode("utf-8")) > limit:  # UTF-8 takes at most 4 bytes a char
+            bad(
+                i,
+                f"has {len(part.encode('utf-8')):,} bytes as JSON, more than the limit of {limit:,} "
+                "(VDB_MAX_METADATA_BYTES)",
+            )
+        elif "\\u0000" in part and _has_nul(value):
+            bad(i, "must not contain NUL characters (PostgreSQL's jsonb cannot hold them)")
     if schema is not None:
         for i, value in enumerate(values):
             if i not in unusable and value is not None:
@@ -360,11 +373,15 @@ def _check_metadata(
                         "metadata",
                         f"does not match the project's metadata_schema at {violation.path}: {violation.message}",
                     )
-    return text
+    return "[" + ",".join(parts) + "]"
 
 
 def prepare_batch(
-    batch: UploadBatch, target: _Target, schema: MetadataSchema | None, stored: frozenset[str] | None = None
+    batch: UploadBatch,
+    target: _Target,
+    schema: MetadataSchema | None,
+    limits: Limits | None = None,
+    stored: frozenset[str] | None = None,
 ) -> _Prepared:
     """Check every item of ``batch`` against ``target`` and encode it for the upsert.
 
@@ -373,6 +390,7 @@ def prepare_batch(
     Raises:
         InvalidArgument: one or more items fail; every problem of every item is listed (see ``_Problems``).
     """
+    limits = limits or Limits()
     problems = _Problems(batch.text_ids)
     first_at: dict[str, int] = {}
     for i, text_id in enumerate(batch.text_ids):
@@ -385,11 +403,17 @@ def prepare_batch(
     half = _check_vectors(batch, target.dimensions, target.instance, problems)
     for i, ref in enumerate(batch.instances):
         if ref and (ref if "/" in ref else f"{target.owner}/{ref}") != target.instance:
-            problems.add(i, "instance", f"names {ref!r}, but the project's instance is {target.instance!r}")
+            problems.add(i, "instance", f"names {show(ref)}, but the project's instance is {target.instance!r}")
     for i, text in enumerate(batch.texts):
         if text is not None and "\x00" in text:
             problems.add(i, "text", "must not contain NUL characters (PostgreSQL text cannot hold them)")
-    metadata_json = _check_metadata(batch, schema, problems, stored)
+        elif text is not None and len(text) > limits.text_chars:
+            problems.add(
+                i,
+                "text",
+                f"has {len(text):,} characters, more than the limit of {limits.text_chars:,} (VDB_MAX_TEXT_CHARS)",
+            )
+    metadata_json = _check_metadata(batch, schema, problems, limits, stored)
     if problems.items:
         raise problems.error()
     return _Prepared(
@@ -455,13 +479,20 @@ class Embeddings:
     """Use cases of EmbeddingService (except SearchSimilar, see ``vdb_grpc.domain.search``)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, max_batch_items: int, on_commit: Callable[[], None] | None = None
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch_items: int,
+        on_commit: Callable[[], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Args:
         pool: database pool.
         max_batch_items: most items per upload request or stream message (``VDB_MAX_BATCH_ITEMS``).
         on_commit: called after each committed upload (wakes the background indexer).
+        limits: per-item limits of metadata and text, and of stored schemas (``vdb_grpc.limits``).
         """
+        self._limits = limits or Limits()
         self._pool = pool
         self._max_batch_items = max_batch_items
         self._on_commit = on_commit
@@ -480,21 +511,25 @@ class Embeddings:
                 "(VDB_MAX_BATCH_ITEMS); split the batch or use StreamUpsertEmbeddings",
             )
 
-    def check_items(self, access: ProjectAccess, batch: UploadBatch) -> None:
+    async def check_items(
+        self, access: ProjectAccess, batch: UploadBatch, stored: frozenset[str] | None = None
+    ) -> None:
         """Every check ``upsert`` makes of ``batch`` for the project of ``access``, without writing anything
         (server-side embedding refuses a bad batch before paying the provider for its vectors).
+
+        ``stored``: which of the batch's text_ids the project already holds (a re-upload may leave out metadata).
 
         Raises:
             InvalidArgument, FailedPrecondition: as ``upsert``.
         """
-        self._prepare(batch, self._target(access))
+        await self._prepare_off_loop(batch, self._target(access), stored)
 
     def _schema(self, text: str | None) -> MetadataSchema | None:
         if not text:
             return None
         schema = self._schemas.get(text)
         if schema is None:
-            schema = compile_stored_schema(text)
+            schema = compile_stored_schema(text, self._limits)
             if len(self._schemas) >= SCHEMA_CACHE_SIZE:
                 self._schemas.clear()
             if schema is not None:
@@ -518,7 +553,15 @@ class Embeddings:
         )
 
     def _prepare(self, batch: UploadBatch, target: _Target, stored: frozenset[str] | None = None) -> _Prepared:
-        return prepare_batch(batch, target, self._schema(target.schema_text), stored)
+        return prepare_batch(batch, target, self._schema(target.schema_text), self._limits, stored)
+
+    async def _prepare_off_loop(
+        self, batch: UploadBatch, target: _Target, stored: frozenset[str] | None = None
+    ) -> _Prepared:
+        """``_prepare``, in a worker thread for a large batch (schema validation and JSON encoding)."""
+        if len(batch) > OFF_LOOP_ITEMS:
+            return await asyncio.to_thread(self._prepare, batch, target, stored)
+        return self._prepare(batch, target, stored)
 
     async def _commit(
         self,
@@ -587,7 +630,7 @@ class Embeddings:
                     stored = frozenset(await q.stored_text_ids(conn, target.project_id, left_out))
                     prepared = None
             if prepared is None or prepared.target != target:
-                prepared = self._prepare(batch, target, stored)
+                prepared = await self._prepare_off_loop(batch, target, stored)
             counts = UpsertCounts(0, 0)
             if prepared.text_ids:
                 counts = await q.upsert_embeddings(
@@ -677,7 +720,7 @@ class Embeddings:
                             f"must be empty or the same as in the first message ({project[0]}/{project[1]})",
                         )
                     self.check_batch_size(message.size)
-                    batch = message.load()  # while earlier batches are being written
+                    batch = await asyncio.to_thread(message.load)  # while earlier batches are being written
                 except VdbError as exc:
                     error = exc
                 while in_flight and (error is not None or len(in_flight) >= STREAM_DEPTH):
@@ -690,7 +733,7 @@ class Embeddings:
                     # Checked here, while the previous batch is being written. The commit re-checks only if the
                     # project changed meanwhile, and reports a failure then, in stream order.
                     with contextlib.suppress(InvalidArgument):
-                        prepared = self._prepare(batch, target)
+                        prepared = await self._prepare_off_loop(batch, target)
                 after = in_flight[-1][1] if in_flight else None
                 again = reauthenticate if index > 0 else None  # the interceptor has just authenticated batch 0
                 written = asyncio.Event()

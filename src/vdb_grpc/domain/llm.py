@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from vdb_grpc.auth import SYSTEM_USER, Principal
 from vdb_grpc.errors import InvalidArgument, PermissionDenied
+from vdb_grpc.limits import show
 from vdb_grpc.pagination import PageRequest
 from vdb_grpc.validation import check_handle, check_max_length
 
@@ -56,7 +57,7 @@ def check_lookup_handle(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument.field(field, "is required")
     if not LOOKUP_HANDLE_RE.fullmatch(value):
-        raise InvalidArgument.field(field, f"{value!r} is not a valid handle")
+        raise InvalidArgument.field(field, f"{show(value)} is not a valid handle")
     return value
 
 
@@ -119,7 +120,7 @@ def check_share_target(user_handle: str, owner: str, field: str = "share.user_ha
     """A user a resource may be shared with: a valid handle that is not the owner (nor ``_system``)."""
     check_handle(user_handle, field)
     if user_handle == owner:
-        raise InvalidArgument.field(field, f"{user_handle!r} is the owner, who has every right already")
+        raise InvalidArgument.field(field, f"{show(user_handle)} is the owner, who has every right already")
     return user_handle
 
 

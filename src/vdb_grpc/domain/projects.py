@@ -42,6 +42,7 @@ from vdb_grpc.errors import (
     ResourceRef,
     Unauthenticated,
 )
+from vdb_grpc.limits import Limits
 from vdb_grpc.metadata_schema import MetadataSchema, compile_schema
 from vdb_grpc.pagination import MAX_PAGE_SIZE, next_token, page_request
 from vdb_grpc.queries import projects as q
@@ -325,8 +326,8 @@ def _check_description(value: str) -> None:
     check_max_length(value, DESCRIPTION_MAX, "project.description")
 
 
-def _compile(text: str) -> MetadataSchema | None:
-    return compile_schema(text, "project.metadata_schema") if text else None
+def _compile(text: str, limits: Limits) -> MetadataSchema | None:
+    return compile_schema(text, "project.metadata_schema", limits) if text else None
 
 
 async def _bindable_instance(
@@ -423,8 +424,13 @@ async def _check_stored_metadata(conn: asyncpg.Connection, access: ProjectAccess
 class Projects:
     """Use cases of ProjectService."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, limits: Limits | None = None) -> None:
+        """Args:
+        pool: database pool.
+        limits: size, depth and expansion limits of metadata schemas (``vdb_grpc.limits``).
+        """
         self._pool = pool
+        self._limits = limits or Limits()
 
     async def create(self, principal: Principal, p: ProjectInput) -> ProjectView:
         """Create a project bound to an instance its owner may use.
@@ -449,7 +455,7 @@ class Projects:
         check_handle(owner, "project.owner")
         check_handle(p.project_handle, "project.project_handle")
         _check_description(p.description)
-        _compile(p.metadata_schema)  # an empty project accepts any valid schema
+        _compile(p.metadata_schema, self._limits)  # an empty project accepts any valid schema
         if principal.is_admin and not await q.user_exists(conn, owner):
             raise NotFound.resource_missing("user", owner)
         inst = await _bindable_instance(conn, principal, owner, p.instance)
@@ -529,7 +535,7 @@ class Projects:
             )
         if "description" in fields:
             _check_description(p.description)
-        schema = _compile(p.metadata_schema) if "metadata_schema" in fields else None
+        schema = _compile(p.metadata_schema, self._limits) if "metadata_schema" in fields else None
         return await update_or_create(
             lambda: self._update_once(principal, p, fields, schema, allow_missing=allow_missing)
         )

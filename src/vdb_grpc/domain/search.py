@@ -31,6 +31,7 @@ from vdb_grpc.cache import CoherentCache
 from vdb_grpc.db import HNSW_MAX_SCAN_TUPLES
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from vdb_grpc.limits import show
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS, MetadataFilter, Plan, PlanStats
 from vdb_grpc.settings import Settings
@@ -116,7 +117,7 @@ def metadata_filter(cond: Condition, field: str) -> MetadataFilter:
         raise InvalidArgument.field(f"{field}.key", "is required")
     path = tuple(cond.key.split("."))
     if any(part == "" for part in path):
-        raise InvalidArgument.field(f"{field}.key", f"{cond.key!r} has an empty path segment")
+        raise InvalidArgument.field(f"{field}.key", f"{show(cond.key)} has an empty path segment")
     try:
         value_json = json.dumps(cond.value, allow_nan=False)
     except (TypeError, ValueError):

@@ -54,6 +54,7 @@ from vdb_grpc.errors import (
     VdbError,
 )
 from vdb_grpc.providers import ProviderClient, ProviderTarget, TextTooLong
+from vdb_grpc.queries import embeddings as embedding_queries
 from vdb_grpc.queries import texts as q
 from vdb_grpc.validation import check_handle
 
@@ -321,8 +322,12 @@ class Texts:
                 _check_texts(items.texts, items.text_ids, target, "items")
             except InvalidArgument as exc:
                 text_error = exc
+            left_out = [t for t, m in zip(items.text_ids, items.metadata, strict=True) if m is None]
+            present = await embedding_queries.stored_text_ids(conn, access.project_id, left_out) if left_out else []
             try:
-                self._embeddings.check_items(access, self._upload(items, np.ones((n, dims), np.float32), target))
+                await self._embeddings.check_items(
+                    access, self._upload(items, np.ones((n, dims), np.float32), target), frozenset(present)
+                )
             except InvalidArgument as exc:
                 raise _merged(text_error, _as_items(exc)) from None
             except VdbError as exc:

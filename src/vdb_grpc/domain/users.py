@@ -13,6 +13,7 @@ from vdb_grpc.cache import CoherentCache
 from vdb_grpc.domain.access import require_admin, require_self_or_admin
 from vdb_grpc.domain.retry import creating, retry_conflicts, update_or_create
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
+from vdb_grpc.limits import show
 from vdb_grpc.pagination import next_token, page_request
 from vdb_grpc.queries import users as q
 from vdb_grpc.queries.users import MembershipRow, UserRow
@@ -66,7 +67,7 @@ def _validate_new(user: NewUser) -> None:
 
 def _not_builtin(handle: str) -> None:
     if handle.startswith("_"):
-        raise FailedPrecondition(f"{handle!r} is a built-in user and cannot be changed")
+        raise FailedPrecondition(f"{show(handle)} is a built-in user and cannot be changed")
 
 
 class Users:
@@ -165,6 +166,7 @@ class Users:
         """Delete a user and all they own; return the other users' projects that lost their instance."""
         require_self_or_admin(principal, handle, "delete this user")
         _not_builtin(handle)
+        check_handle(handle, "user_handle")
 
         async def attempt() -> builtins.list[str]:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -194,6 +196,7 @@ class Users:
         """Replace the user's key; the old one stops working with this transaction's commit."""
         require_self_or_admin(principal, handle, "rotate this user's key")
         _not_builtin(handle)
+        check_handle(handle, "user_handle")
         key = new_api_key()
         async with self._pool.acquire() as conn:
             if not await q.set_key_hash(conn, handle, hash_api_key(key)):

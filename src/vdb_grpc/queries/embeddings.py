@@ -11,6 +11,7 @@ and unique-index locks in the same order, so one waits for the other instead of 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,15 @@ def _row(r: asyncpg.Record) -> EmbeddingRow:
 async def get_embedding(conn: asyncpg.Connection, project_id: int, text_id: str) -> EmbeddingRow | None:
     """One embedding with its vector, or None."""
     r = await conn.fetchrow(GET_EMBEDDING, project_id, text_id)
-    return _row(r) if r is not None else None
+    if r is None:
+        return None
+    if r["metadata"] is not None and len(r["metadata"]) > OFF_LOOP_JSON_CHARS:
+        return await asyncio.to_thread(_row, r)
+    return _row(r)
+
+
+#: Metadata larger than this (JSON text, characters) is parsed in a worker thread.
+OFF_LOOP_JSON_CHARS = 64 * 1024
 
 
 LIST_EMBEDDINGS_WITH_VECTORS = (
@@ -160,7 +169,10 @@ async def list_embeddings(
 ) -> list[EmbeddingRow]:
     """Embeddings of a project ordered by text_id, after ``after`` (keyset pagination on the unique index)."""
     sql = LIST_EMBEDDINGS_WITH_VECTORS if with_vectors else LIST_EMBEDDINGS
-    return [_row(r) for r in await conn.fetch(sql, project_id, after, limit)]
+    rows = await conn.fetch(sql, project_id, after, limit)
+    if sum(len(r["metadata"] or "") for r in rows) > OFF_LOOP_JSON_CHARS:
+        return await asyncio.to_thread(lambda: [_row(r) for r in rows])
+    return [_row(r) for r in rows]
 
 
 DELETE_EMBEDDING = "DELETE FROM embeddings WHERE project_id = $1 AND text_id = $2"

@@ -20,6 +20,7 @@ of the distance order, "top-k then threshold" returns the same rows as "threshol
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -223,6 +224,16 @@ async def search(
         query, project_id, leave_out, threshold=threshold, offset=offset, limit=limit, exclude=exclude, require=require
     )
     rows = await conn.fetch(sql, *args)
+    if include_metadata and len(rows) > OFF_LOOP_ROWS:  # parsing much JSON: off the event loop
+        return await asyncio.to_thread(_hits, rows, include_text, include_metadata)
+    return _hits(rows, include_text, include_metadata)
+
+
+#: Results with metadata beyond this many are parsed in a worker thread.
+OFF_LOOP_ROWS = 16
+
+
+def _hits(rows: list[asyncpg.Record], include_text: bool, include_metadata: bool) -> list[SearchHit]:
     return [
         SearchHit(
             text_id=r["text_id"],
