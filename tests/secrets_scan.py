@@ -49,6 +49,9 @@ class SecretScanner:
         self.scanned_texts = 0
         self.scanned_records = 0
         self.scan_seconds = 0.0
+        #: False while a test marked ``adversarial_values`` runs: what it sends as keys are attack inputs
+        #: (``../../etc/passwd``, a handle) that legitimately come back in errors, not secrets.
+        self.learning_requests = True
         for s in initial:
             self.learn(s)
 
@@ -65,6 +68,8 @@ class SecretScanner:
 
     def learn_request(self, metadata: Any, request: Any) -> None:
         """The bearer key of ``metadata`` and any ``api_key`` of ``request`` (top level and sub-messages)."""
+        if not self.learning_requests:
+            return
         for key, value in metadata or ():
             if key.lower() == "authorization":
                 text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -229,6 +234,9 @@ class SecretsScanPlugin:
         logging.getLogger("vdb_grpc").setLevel(self._service_level)
         if self._original_channel is not None:
             grpc.aio.insecure_channel = self._original_channel
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.scanner.learning_requests = item.get_closest_marker("adversarial_values") is None
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:

@@ -25,6 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shared_hostile import PATHOLOGICAL_SCHEMAS, all_rpcs, call, snapshot
 
+#: What these tests send as keys are attack inputs, not secrets (tests/secrets_scan.py).
+pytestmark = pytest.mark.adversarial_values
+
 #: A stall of this many seconds is a failure (every request here answers in milliseconds).
 BOUND = 10.0
 #: The admin wiping the database would leave nothing to fuzz.

@@ -28,6 +28,9 @@ from vdb_grpc.v1 import embedding_pb2 as pb
 from vdb_grpc.v1 import project_pb2 as ppb
 from vdb_grpc.v1 import user_pb2 as upb
 
+#: What these tests send as keys are attack inputs, not secrets (tests/secrets_scan.py).
+pytestmark = pytest.mark.adversarial_values
+
 C = grpc.StatusCode
 #: Generous: each of these answers in milliseconds; a stall of seconds is the bug.
 FAST = 3.0

@@ -84,6 +84,16 @@ class InvalidArgument(VdbError):
         return cls(f"{field}: {description}", field_violations=[FieldViolation(field, description)])
 
 
+class TextTooLong(InvalidArgument):
+    """The embedding provider refused a text as too long; ``index`` is its position in the texts sent.
+
+    Server-side embedding restates it naming the item's text_id (``vdb_grpc.domain.texts``)."""
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class NotFound(VdbError):
     """The addressed resource does not exist (and the caller could have seen it)."""
 

@@ -54,6 +54,7 @@ access_log = logging.getLogger("vdb_grpc.access")
 #: The one table from domain error to gRPC status (subclasses map through their nearest listed base).
 STATUS_OF: dict[type[errors.VdbError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.TextTooLong: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,

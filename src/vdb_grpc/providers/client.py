@@ -41,9 +41,9 @@ from vdb_grpc.crypto import ApiKeyCipher, ApiKeyDecryptionError
 from vdb_grpc.errors import (
     DeadlineExceeded,
     FailedPrecondition,
-    InvalidArgument,
     PreconditionViolation,
     ResourceExhausted,
+    TextTooLong,
     Unavailable,
     VdbError,
 )
@@ -68,14 +68,6 @@ TOO_LONG_RE = re.compile(
     r"input length|token limit",
     re.IGNORECASE,
 )
-
-
-class TextTooLong(InvalidArgument):
-    """The provider refused a text as too long; ``index`` is its position in the texts given to ``embed``."""
-
-    def __init__(self, message: str, index: int) -> None:
-        super().__init__(message)
-        self.index = index
 
 
 class _TooLong(Exception):
