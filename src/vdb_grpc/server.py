@@ -133,7 +133,7 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     )
     definitions = Definitions(pool)
     instances = Instances(pool, cipher)
-    admin = Admin(pool, cipher)
+    admin = Admin(pool, cipher, allow_reset=settings.allow_reset)
 
     server = grpc.aio.server(
         interceptors=[
