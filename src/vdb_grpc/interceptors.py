@@ -27,6 +27,7 @@ from vdb_grpc import errors
 from vdb_grpc.auth import ADMIN, ANONYMOUS, Principal, PrincipalKind, admin_key_matches, bearer_token, current_principal
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
+from vdb_grpc.runtime.deadline import clear_call_deadline, set_call_deadline
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vdb_grpc.access")
@@ -203,6 +204,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             principal: Principal = ANONYMOUS
             code = grpc.StatusCode.OK
+            set_call_deadline(context.time_remaining())  # bounds every database statement of this call
             try:
                 principal = await self._authenticate(context)
                 current_principal.set(principal)
@@ -216,6 +218,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
+                clear_call_deadline()  # the NOTIFY sent for a change must not die with the call's deadline
                 if bump is not None:  # after the change committed (or failed): cached answers may be stale
                     bump()
                 self._log(method, code, principal, request_id, started)
@@ -230,6 +233,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             principal: Principal = ANONYMOUS
             code = grpc.StatusCode.OK
+            set_call_deadline(context.time_remaining())  # bounds every database statement of this call
             try:
                 principal = await self._authenticate(context)
                 current_principal.set(principal)
@@ -244,6 +248,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
+                clear_call_deadline()  # the NOTIFY sent for a change must not die with the call's deadline
                 if bump is not None:  # after the change committed (or failed): cached answers may be stale
                     bump()
                 self._log(method, code, principal, request_id, started)
