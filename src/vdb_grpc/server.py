@@ -35,6 +35,7 @@ from vdb_grpc.indexer import Indexer
 from vdb_grpc.interceptors import ServiceInterceptor
 from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
+from vdb_grpc.runtime.health import DatabaseHealth, DrainingHealthServicer
 from vdb_grpc.settings import Settings
 from vdb_grpc.upload_pacing import UploadAwareIndexer
 from vdb_grpc.v1 import (
@@ -77,6 +78,7 @@ class VdbServer:
     indexer: Indexer | None = None
     search: Search | None = None
     replicas: ReplicaInvalidation | None = None
+    db_health: DatabaseHealth | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
@@ -87,15 +89,27 @@ class VdbServer:
             self.indexer.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.db_health is not None:
+            self.db_health.start()
+
+    async def drain(self, seconds: float) -> None:
+        """Report NOT_SERVING for good but keep serving for ``seconds`` (load balancers move traffic away)."""
+        await self.health.enter_graceful_shutdown()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, then stop, letting in-flight RPCs finish within ``grace`` seconds."""
         await self.health.enter_graceful_shutdown()
+        if isinstance(self.health, DrainingHealthServicer):
+            await self.health.end_watches()  # they would otherwise hold the stop up for the whole grace
         if self.indexer is not None:
             await self.indexer.stop()
         await self.server.stop(grace)
         if self.replicas is not None:
             await self.replicas.stop()
+        if self.db_health is not None:
+            await self.db_health.stop()
 
 
 def _reflection_pool() -> Any:
@@ -103,11 +117,15 @@ def _reflection_pool() -> Any:
     return DocumentedPoolWithFallback()
 
 
-def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | None = None) -> VdbServer:
+def build_server(
+    settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | None = None, health_dsn: str | None = None
+) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``.
 
     ``listen_dsn``: the database URL for the connection that hears other replicas' access changes
     (``vdb_grpc.cache.ReplicaInvalidation``); None: this server relies on the cache TTL for them.
+    ``health_dsn``: the database URL the health status follows (``vdb_grpc.runtime.health``); None: health
+    says SERVING from start to shutdown.
     """
     # Authorization facts are reused for VDB_AUTH_CACHE_SECONDS; every RPC that may change them bumps
     # `generation` here and, with a listen_dsn, on every other replica through NOTIFY.
@@ -157,8 +175,20 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = DrainingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    db_health = (
+        DatabaseHealth(
+            health_servicer,
+            ("", *SERVICE_NAMES),
+            health_dsn,
+            period=settings.health_probe_seconds,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            pool=pool,
+        )
+        if health_dsn
+        else None
+    )
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
@@ -175,7 +205,13 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
     return VdbServer(
-        server=server, port=port, health=health_servicer, indexer=indexer, search=search, replicas=replicas
+        server=server,
+        port=port,
+        health=health_servicer,
+        indexer=indexer,
+        search=search,
+        replicas=replicas,
+        db_health=db_health,
     )
 
 
@@ -191,7 +227,13 @@ async def prepare_database(settings: Settings, dsn: str, *, migrate: bool) -> No
 
 
 async def serve(settings: Settings, *, migrate: bool = True) -> None:
-    """Run the service until SIGTERM/SIGINT (embedded PostgreSQL when no database URL is set)."""
+    """Run the service until SIGTERM/SIGINT (embedded PostgreSQL when no database URL is set).
+
+    SIGTERM drains: health turns NOT_SERVING at once, calls are still accepted for VDB_SHUTDOWN_DRAIN_SECONDS,
+    then the server stops accepting and in-flight calls get VDB_SHUTDOWN_GRACE_SECONDS. SIGINT (or a second
+    signal during the drain) skips the rest of the drain. In embedded mode the server supervises its PostgreSQL
+    (``vdb_grpc.runtime.supervisor``).
+    """
     embedded = None
     if settings.embedded:
         from vdb_grpc.embedded import resolve_embedded_secrets, start_embedded_database
@@ -207,20 +249,43 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
     try:
         await prepare_database(settings, dsn, migrate=migrate)
         pool = await create_pool(dsn, settings)
+        supervisor = None
         try:
-            vdb = build_server(settings, pool, listen_dsn=dsn)
+            vdb = build_server(settings, pool, listen_dsn=dsn, health_dsn=dsn)
+            if embedded is not None and embedded.cluster.owner and vdb.db_health is not None:
+                from vdb_grpc.runtime.supervisor import EmbeddedSupervisor
+
+                supervisor = EmbeddedSupervisor(
+                    embedded.cluster,
+                    on_down=vdb.db_health.mark_down,
+                    on_up=vdb.db_health.wake,
+                    max_backoff=settings.embedded_restart_backoff_seconds,
+                )
             await vdb.start()
+            if supervisor is not None:
+                supervisor.start()
             host = settings.listen.rpartition(":")[0]
             log.info("vdb-grpc serving on %s:%d", host, vdb.port)
 
-            stop = asyncio.Event()
+            signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+                loop.add_signal_handler(sig, signals.put_nowait, sig)
+            received = await signals.get()
+            if received is signal.SIGTERM and settings.shutdown_drain_seconds > 0:
+                log.info(
+                    "draining: health NOT_SERVING, still accepting calls for %.0fs", settings.shutdown_drain_seconds
+                )
+                drain = asyncio.create_task(vdb.drain(settings.shutdown_drain_seconds))
+                again = asyncio.create_task(signals.get())
+                await asyncio.wait({drain, again}, return_when=asyncio.FIRST_COMPLETED)
+                drain.cancel()
+                again.cancel()
             log.info("shutting down: finishing in-flight calls (up to %.0fs)", settings.shutdown_grace_seconds)
             await vdb.stop(settings.shutdown_grace_seconds)
         finally:
+            if supervisor is not None:
+                await supervisor.stop()
             await pool.close()
     finally:
         if embedded is not None:
