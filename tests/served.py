@@ -77,11 +77,11 @@ class ServedProcess:
             self.proc.wait(30)
 
 
-async def health_status(target: str, timeout: float = 2) -> int | None:
+async def health_status(target: str, within: float = 2) -> int | None:
     """The server's overall health status, None when it does not answer."""
     async with grpc.aio.insecure_channel(target) as ch:
         try:
-            resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=within)
         except grpc.aio.AioRpcError:
             return None
         return int(resp.status)

@@ -62,10 +62,10 @@ async def _user_handles(target: str, data_dir: Path) -> set[str]:
     return {u.user_handle for u in resp.users}
 
 
-async def _wait_status(target: str, wanted: int, timeout: float) -> float:
+async def _wait_status(target: str, wanted: int, within: float) -> float:
     started = time.monotonic()
-    while await health_status(target, timeout=1) != wanted:
-        assert time.monotonic() - started < timeout, f"health not {wanted} within {timeout}s"
+    while await health_status(target, within=1) != wanted:
+        assert time.monotonic() - started < within, f"health not {wanted} within {within}s"
         await asyncio.sleep(0.05)
     return time.monotonic() - started
 
@@ -79,9 +79,9 @@ async def test_killed_postgres_is_reported_restarted_and_loses_nothing(data_dir:
         first_pid = postmaster_pid(data_dir / "pg")
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)
-        noticed = await _wait_status(target, NOT_SERVING, timeout=5)
+        noticed = await _wait_status(target, NOT_SERVING, within=5)
         assert noticed < 1.5  # "within about a second" (0.2 s poll + the probe's connection closing)
-        recovered = await _wait_status(target, SERVING, timeout=90)
+        recovered = await _wait_status(target, SERVING, within=90)
         assert postmaster_pid(data_dir / "pg") not in (None, first_pid)
         assert served.proc.poll() is None  # the server itself never restarted
         assert {f"user{i}" for i in range(5)} <= await _user_handles(target, data_dir)

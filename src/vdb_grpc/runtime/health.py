@@ -34,32 +34,44 @@ class DrainingHealthServicer(health.aio.HealthServicer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._watches: set[asyncio.Task[Any]] = set()
+        self._watches: set[asyncio.Future[None]] = set()
         self._watches_ended = False
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
-        if self._watches_ended:
-            return
-        # The upstream Watch loops until cancelled; run it as a task this servicer can stop.
-        task = asyncio.ensure_future(super().Watch(request, context))
-        self._watches.add(task)
+        # grpc_health's Watch loop, plus: once the watches are ended, send the latest status and return.
+        condition = self._server_watchers[request.service]
+        self._watcher_count_by_service[request.service] += 1
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watches.add(finished)
+        last_status = None
         try:
-            await task
-        except asyncio.CancelledError:
-            if not self._watches_ended:  # the client went away (or the server cancels): not our doing
-                raise
+            async with condition:
+                while True:
+                    status = self._server_status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                    if status != last_status:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last_status = status
+                    if self._watches_ended:
+                        return
+                    await condition.wait()
         finally:
-            self._watches.discard(task)
-            if not task.done():
-                task.cancel()
+            finished.set_result(None)
+            self._watches.discard(finished)
+            self._watcher_count_by_service[request.service] -= 1
+            if self._watcher_count_by_service[request.service] == 0:
+                del self._server_watchers[request.service]
+                del self._watcher_count_by_service[request.service]
 
     async def end_watches(self) -> None:
-        """End every open ``Watch`` stream (with OK: the watcher has already been sent NOT_SERVING)."""
+        """End every open ``Watch`` stream with OK, after sending it the current status (NOT_SERVING once the
+        server shuts down)."""
         self._watches_ended = True
-        tasks = list(self._watches)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = list(self._watches)
+        for condition in list(self._server_watchers.values()):
+            async with condition:
+                condition.notify_all()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)  # a watcher that does not read cannot hold the stop up
 
 
 class DatabaseHealth:
