@@ -169,7 +169,7 @@ class DatabaseHealth:
             if self._pool is not None:
                 # Idle pooled connections belong to server processes that are gone; replace them up front
                 # rather than failing the next call on each of them.
-                self._pool.expire_connections()
+                await self._pool.expire_connections()
         else:
             self.outages += 1
             log.error("database unavailable (%s): health NOT_SERVING until it answers again", reason)

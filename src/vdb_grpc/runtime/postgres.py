@@ -145,12 +145,13 @@ class EmbeddedPostgres:
         self._pg_ctl("-w", "-t", "120", "-o", f'-h "" -k {socket_dir}', "-l", str(self.pgdata / "log"), "start")
         log.info("embedded PostgreSQL started (pid %s)", self.postmaster_pid())
 
-    def stop(self) -> None:
-        """Stop PostgreSQL (fast shutdown: sessions end, a checkpoint is written); immediate if that fails."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop PostgreSQL: ``fast`` (sessions end, a checkpoint is written; immediate if that fails) or
+        ``immediate`` (like a crash: the next start recovers from the write-ahead log)."""
         if not self.is_running():
             return
         try:
-            self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop")
+            self._pg_ctl("-w", "-t", "60", "-m", mode, "stop")
         except RuntimeError:
             log.warning("embedded PostgreSQL did not stop in time; stopping it immediately", exc_info=True)
             self._pg_ctl("-w", "-m", "immediate", "stop")
