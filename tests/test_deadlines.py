@@ -138,8 +138,25 @@ async def locked_search(vdb):  # type: ignore[no-untyped-def]
     yield vdb, key
 
 
+INDEXER_SETTLED = """
+SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE NOT indexed)
+   AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE c.relname = 'embeddings_hnsw_4' AND i.indisvalid)
+"""
+
+
+async def _wait_indexer_settled(conn, within: float = 30) -> None:  # type: ignore[no-untyped-def]
+    """Until the background indexer has built its index: its CREATE INDEX CONCURRENTLY waits for every open
+    transaction, so holding a lock in one meanwhile would deadlock with it."""
+    deadline = time.monotonic() + within
+    while not await conn.fetchval(INDEXER_SETTLED):
+        assert time.monotonic() < deadline, "the indexer did not finish"
+        await asyncio.sleep(0.05)
+
+
 async def _hold_lock(pool: asyncpg.Pool) -> tuple[asyncpg.Connection, asyncpg.transaction.Transaction]:
     conn = await pool.acquire()
+    await _wait_indexer_settled(conn)
     tx = conn.transaction()
     await tx.start()
     await conn.execute("LOCK TABLE embeddings IN ACCESS EXCLUSIVE MODE")

@@ -91,6 +91,22 @@ WHERE datname = current_database() AND application_name = 'vdb-grpc' AND wait_ev
 """
 
 
+INDEXER_SETTLED = """
+SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE NOT indexed)
+   AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE c.relname = 'embeddings_hnsw_4' AND i.indisvalid)
+"""
+
+
+async def _wait_indexer_settled(conn, within: float = 30) -> None:  # type: ignore[no-untyped-def]
+    """Until the background indexer has built its index: its CREATE INDEX CONCURRENTLY waits for every open
+    transaction, so holding a lock in one meanwhile would deadlock with it."""
+    deadline = time.monotonic() + within
+    while not await conn.fetchval(INDEXER_SETTLED):
+        assert time.monotonic() < deadline, "the indexer did not finish"
+        await asyncio.sleep(0.05)
+
+
 async def _get_user(target: str, within: float = 3) -> grpc.StatusCode:
     async with grpc.aio.insecure_channel(target) as ch:
         try:
@@ -128,6 +144,7 @@ async def test_sigterm_drains_then_finishes_in_flight_calls(db_uri) -> None:  # 
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         assert (await watch.read()).status == SERVING
         # An in-flight call: a search waiting on a lock this test holds.
+        await _wait_indexer_settled(locker)
         tx = locker.transaction()
         await tx.start()
         await locker.execute("LOCK TABLE embeddings IN ACCESS EXCLUSIVE MODE")
