@@ -1,7 +1,8 @@
 """A call's deadline bounds its database statements; a timed-out or cancelled call stops its statement in PostgreSQL.
 
 The search is made slow deterministically: another session holds an ACCESS EXCLUSIVE lock on ``embeddings``,
-so the search's statement waits in PostgreSQL (visible in ``pg_stat_activity``) until it is cancelled.
+so the search's statement waits in PostgreSQL (visible in ``pg_stat_activity``) until it is cancelled. The
+background indexer is off there: its passes would wait on that lock too and be counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import asyncpg
 import grpc
 import pytest
+from embedding_helpers import server_with
 from harness import bearer, rpc_error
 from search_fixtures import add_embeddings, make_project, make_user
 
@@ -129,34 +131,18 @@ async def test_pool_acquire_wait_is_bounded(db_uri, server_settings) -> None:  #
 
 
 @pytest.fixture
-async def locked_search(vdb):  # type: ignore[no-untyped-def]
-    """alice/docs with two rows; returns the server and alice's key."""
-    async with vdb.pool.acquire() as conn:
-        key = await make_user(conn, "alice")
-        pid = await make_project(conn, "alice", "docs", 4)
-        await add_embeddings(conn, pid, "alice", [[1, 0, 0, 0], [0, 1, 0, 0]])
-    yield vdb, key
-
-
-INDEXER_SETTLED = """
-SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE NOT indexed)
-   AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-               WHERE c.relname = 'embeddings_hnsw_4' AND i.indisvalid)
-"""
-
-
-async def _wait_indexer_settled(conn, within: float = 30) -> None:  # type: ignore[no-untyped-def]
-    """Until the background indexer has built its index: its CREATE INDEX CONCURRENTLY waits for every open
-    transaction, so holding a lock in one meanwhile would deadlock with it."""
-    deadline = time.monotonic() + within
-    while not await conn.fetchval(INDEXER_SETTLED):
-        assert time.monotonic() < deadline, "the indexer did not finish"
-        await asyncio.sleep(0.05)
-
+async def locked_search(db_uri, server_settings):  # type: ignore[no-untyped-def]
+    """A server without background indexer (its passes would wait on the test's lock too) on alice/docs with two
+    rows; yields the server and alice's key."""
+    async with server_with(db_uri, server_settings, indexer=False) as vdb:
+        async with vdb.pool.acquire() as conn:
+            key = await make_user(conn, "alice")
+            pid = await make_project(conn, "alice", "docs", 4)
+            await add_embeddings(conn, pid, "alice", [[1, 0, 0, 0], [0, 1, 0, 0]])
+        yield vdb, key
 
 async def _hold_lock(pool: asyncpg.Pool) -> tuple[asyncpg.Connection, asyncpg.transaction.Transaction]:
     conn = await pool.acquire()
-    await _wait_indexer_settled(conn)
     tx = conn.transaction()
     await tx.start()
     await conn.execute("LOCK TABLE embeddings IN ACCESS EXCLUSIVE MODE")

@@ -18,7 +18,7 @@ from served import ServedProcess, clean_env, health_status
 from vdb_grpc.db import create_pool
 from vdb_grpc.server import build_server
 from vdb_grpc.settings import Settings, SettingsError
-from vdb_grpc.v1 import embedding_pb2, embedding_pb2_grpc, user_pb2, user_pb2_grpc
+from vdb_grpc.v1 import api_standard_pb2, api_standard_pb2_grpc, embedding_pb2, embedding_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -88,8 +88,8 @@ async def test_open_health_watch_does_not_hold_the_stop_up(db_uri, server_settin
 SEARCH_WAITING = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = 'vdb-grpc' AND wait_event_type = 'Lock'
+  AND wait_event = 'relation'
 """
-
 
 INDEXER_SETTLED = """
 SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE NOT indexed)
@@ -98,20 +98,12 @@ SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE NOT indexed)
 """
 
 
-async def _wait_indexer_settled(conn, within: float = 30) -> None:  # type: ignore[no-untyped-def]
-    """Until the background indexer has built its index: its CREATE INDEX CONCURRENTLY waits for every open
-    transaction, so holding a lock in one meanwhile would deadlock with it."""
-    deadline = time.monotonic() + within
-    while not await conn.fetchval(INDEXER_SETTLED):
-        assert time.monotonic() < deadline, "the indexer did not finish"
-        await asyncio.sleep(0.05)
-
-
-async def _get_user(target: str, within: float = 3) -> grpc.StatusCode:
+async def _new_call(target: str, within: float = 3) -> grpc.StatusCode:
+    """A call on a new connection (GetApiStandard: it reads nothing the test locks)."""
     async with grpc.aio.insecure_channel(target) as ch:
         try:
-            await user_pb2_grpc.UserServiceStub(ch).GetUser(
-                user_pb2.GetUserRequest(user_handle="alice"), metadata=ADMIN, timeout=within
+            await api_standard_pb2_grpc.ApiStandardServiceStub(ch).GetApiStandard(
+                api_standard_pb2.GetApiStandardRequest(api_standard_handle="openai"), metadata=ADMIN, timeout=within
             )
         except grpc.aio.AioRpcError as err:
             return err.code()
@@ -143,11 +135,16 @@ async def test_sigterm_drains_then_finishes_in_flight_calls(db_uri) -> None:  # 
     try:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         assert (await watch.read()).status == SERVING
-        # An in-flight call: a search waiting on a lock this test holds.
-        await _wait_indexer_settled(locker)
+        # An in-flight call: a search whose key lookup waits on a lock this test holds (on users, which the
+        # background indexer never touches, so only the search waits). First the indexer builds its index for
+        # the two rows: CREATE INDEX CONCURRENTLY would wait for the test's transaction.
+        deadline = time.monotonic() + 60
+        while not await locker.fetchval(INDEXER_SETTLED):
+            assert time.monotonic() < deadline, "the indexer did not build its index"
+            await asyncio.sleep(0.05)
         tx = locker.transaction()
         await tx.start()
-        await locker.execute("LOCK TABLE embeddings IN ACCESS EXCLUSIVE MODE")
+        await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         search = embedding_pb2_grpc.EmbeddingServiceStub(channel).SearchSimilar(
             embedding_pb2.SearchSimilarRequest(
                 owner="alice", project_handle="docs", vector=embedding_pb2.QueryVector(values=[1, 0, 0, 0]), threshold=-1
@@ -166,11 +163,11 @@ async def test_sigterm_drains_then_finishes_in_flight_calls(db_uri) -> None:  # 
             await asyncio.sleep(0.02)
         assert (await watch.read()).status == NOT_SERVING  # watchers are told too
         # Draining: still accepting, on new connections too.
-        assert await _get_user(target) == grpc.StatusCode.OK
+        assert await _new_call(target) == grpc.StatusCode.OK
         await asyncio.sleep(max(0.0, drain + 0.7 - (time.monotonic() - t0)))
         # Drain over: no new call is accepted, the in-flight one is still running.
-        assert await _get_user(target, within=2) == grpc.StatusCode.UNAVAILABLE
-        assert not search.done()
+        assert await _new_call(target, within=2) == grpc.StatusCode.UNAVAILABLE
+        assert not search.done(), served.log[-3000:]
         await tx.rollback()  # let the search finish
         resp = await search
         assert len(resp.results) == 2
