@@ -98,7 +98,8 @@ def server_settings(db_uri: str, request: pytest.FixtureRequest):  # type: ignor
 
     Tests that change users, projects or instances by SQL behind the server's back (as another replica would)
     are marked ``auth_cache_off``: with the cache on, this server would honour its cached answers for up to
-    ``auth_cache_seconds`` (tests/test_auth_cache.py covers that bound).
+    ``auth_cache_seconds`` (tests/test_auth_cache.py covers that bound). Tests that call ResetDatabase are
+    marked ``allow_reset`` (the server runs with VDB_ALLOW_RESET=true; without it the reset is refused).
     """
     from harness import ADMIN_KEY, ENCRYPTION_KEY
 
@@ -113,6 +114,7 @@ def server_settings(db_uri: str, request: pytest.FixtureRequest):  # type: ignor
         pool_max_size=4,
         shutdown_grace_seconds=1.0,
         auth_cache_seconds=0.0 if request.node.get_closest_marker("auth_cache_off") else 2.0,
+        allow_reset=request.node.get_closest_marker("allow_reset") is not None,
     )
 
 

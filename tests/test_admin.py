@@ -6,8 +6,9 @@ import hashlib
 import os
 
 import grpc
+import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from harness import ADMIN, ANON, ENCRYPTION_KEY, bearer, field_violations, rpc_error
+from harness import ADMIN, ANON, ENCRYPTION_KEY, bearer, field_violations, rpc_error, status_details
 from llm_helpers import BUILTIN, add_project, create_definition, create_instance, database_text, running_server
 
 from vdb_grpc.crypto import ApiKeyCipher
@@ -24,6 +25,7 @@ def legacy_blob(secret: str, plaintext: str) -> bytes:
     return nonce + AESGCM(hashlib.sha256(secret.encode()).digest()).encrypt(nonce, plaintext.encode(), None)
 
 
+@pytest.mark.allow_reset  # the refusals below are about the caller, not about the server's reset opt-in
 async def test_admin_rpcs_refuse_everyone_but_the_admin(vdb):
     alice = await vdb.create_user("alice")
     await create_instance(vdb, alice, "emb", api_key="sk-a")  # alice is an owner: still no admin rights
@@ -126,6 +128,24 @@ async def test_sanity_check_with_previous_key_and_without_any_key(db_uri, server
         assert "ENCRYPTION_KEY" in err.details()
 
 
+async def test_reset_database_is_refused_unless_the_server_allows_it(vdb):
+    alice = await vdb.create_user("alice")
+    await create_instance(vdb, alice, "emb", api_key="sk-a")
+    for confirm in ("RESET", ""):  # the opt-in is checked before (and besides) the confirmation phrase
+        err = await rpc_error(
+            vdb.admin.ResetDatabase(pb.ResetDatabaseRequest(confirm=confirm), metadata=ADMIN), C.FAILED_PRECONDITION
+        )
+        assert "VDB_ALLOW_RESET=true" in err.details()
+        [failure] = status_details(err)
+        assert failure.violations[0].subject == "setting:VDB_ALLOW_RESET"
+    err = await rpc_error(
+        vdb.admin.ResetDatabase(pb.ResetDatabaseRequest(confirm="RESET"), metadata=bearer(alice)), C.PERMISSION_DENIED
+    )
+    assert await vdb.pool.fetchval("SELECT count(*) FROM users") == 2  # nothing was reset
+    assert await vdb.pool.fetchval("SELECT count(*) FROM llm_service_instances") == 1
+
+
+@pytest.mark.allow_reset
 async def test_reset_database_needs_confirmation_and_keeps_system_data(vdb):
     alice = await vdb.create_user("alice")
     bobby = await vdb.create_user("bobby")

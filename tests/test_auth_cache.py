@@ -138,6 +138,7 @@ async def test_unshared_reader_and_anonymous_after_private_are_refused_at_once(w
     await rpc_error(world.embeddings.SearchSimilar(search(), metadata=ANON), C.UNAUTHENTICATED)
 
 
+@pytest.mark.allow_reset
 async def test_reset_database_forgets_every_key(world) -> None:  # type: ignore[no-untyped-def]
     key = world.keys["alice"]
     await world.embeddings.SearchSimilar(search(), metadata=bearer(key))

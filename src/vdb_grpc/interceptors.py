@@ -46,6 +46,7 @@ from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
 from vdb_grpc.limits import Limits, check_request, oversized_struct, too_large
 from vdb_grpc.runtime import read_routing
+from vdb_grpc.runtime.deadline import clear_call_deadline, set_call_deadline
 from vdb_grpc.runtime.logging import request_id as request_id_var
 
 log = logging.getLogger(__name__)
@@ -384,6 +385,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             changed = True  # until known otherwise: a change may have committed
             request_streaming = rpc_type in ("client_stream", "bidi_stream")
             self._begin(method, rpc_type, request_id)
+            set_call_deadline(context.time_remaining())  # bounds every database statement of this call
             try:
                 principal = await self._authenticate_and_admit(method, context)
                 current_principal.set(principal)
@@ -408,6 +410,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
+                clear_call_deadline()  # the NOTIFY sent for a change must not die with the call's deadline
                 if bump is not None and changed:  # after the change committed: cached answers may be stale
                     bump()
                 self._end(method, rpc_type, code, principal, request_id, started, context)
@@ -430,6 +433,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             changed = True  # until known otherwise: a change may have committed
             request_streaming = rpc_type in ("client_stream", "bidi_stream")
             self._begin(method, rpc_type, request_id)
+            set_call_deadline(context.time_remaining())  # bounds every database statement of this call
             try:
                 principal = await self._authenticate_and_admit(method, context)
                 current_principal.set(principal)
@@ -455,6 +459,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code, message, trailers = self._to_status(method, request_id, exc)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
+                clear_call_deadline()  # the NOTIFY sent for a change must not die with the call's deadline
                 if bump is not None and changed:  # after the change committed: cached answers may be stale
                     bump()
                 self._end(method, rpc_type, code, principal, request_id, started, context)

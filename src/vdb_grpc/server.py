@@ -38,6 +38,7 @@ from vdb_grpc.migrate import apply_migrations
 from vdb_grpc.providers import ProviderClient, ProviderObserver
 from vdb_grpc.providers.egress import EgressPolicy
 from vdb_grpc.reflection_pool import DocumentedPoolWithFallback
+from vdb_grpc.runtime.health import DatabaseHealth, DrainingHealthServicer
 from vdb_grpc.runtime.metrics import Metrics
 from vdb_grpc.runtime.ratelimit import RateLimiter
 from vdb_grpc.runtime.read_routing import ReadRouting
@@ -88,6 +89,7 @@ class VdbServer:
     metrics_port: int | None = None
     read_routing: ReadRouting | None = None
     providers: ProviderClient | None = None
+    db_health: DatabaseHealth | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for every service; start the background indexer."""
@@ -104,10 +106,20 @@ class VdbServer:
             self.indexer.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.db_health is not None:
+            self.db_health.start()
+
+    async def drain(self, seconds: float) -> None:
+        """Report NOT_SERVING for good but keep serving for ``seconds`` (load balancers move traffic away)."""
+        await self.health.enter_graceful_shutdown()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, then stop, letting in-flight RPCs finish within ``grace`` seconds."""
         await self.health.enter_graceful_shutdown()
+        if isinstance(self.health, DrainingHealthServicer):
+            await self.health.end_watches()  # they would otherwise hold the stop up for the whole grace
         if self.indexer is not None:
             await self.indexer.stop()
         await self.server.stop(grace)
@@ -117,6 +129,8 @@ class VdbServer:
             await self.providers.close()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.db_health is not None:
+            await self.db_health.stop()
 
 
 def _reflection_pool() -> Any:
@@ -131,6 +145,7 @@ def build_server(
     listen_dsn: str | None = None,
     read_pool: asyncpg.Pool | None = None,
     provider_observer: ProviderObserver | None = None,
+    health_dsn: str | None = None,
 ) -> VdbServer:
     """Wire domain services, servicers, interceptors, health and reflection; bind ``settings.listen``.
 
@@ -139,6 +154,8 @@ def build_server(
     ``read_pool``: a pool on a streaming replica for read calls (``vdb_grpc.runtime.read_routing``).
     ``provider_observer``: told of every provider request and retry of server-side embedding; None: the
     server's metrics when VDB_METRICS_LISTEN is set, else nobody.
+    ``health_dsn``: the database URL the health status follows (``vdb_grpc.runtime.health``); None: health
+    says SERVING from start to shutdown.
     """
     # Operations (vdb_grpc.runtime): metrics when VDB_METRICS_LISTEN is set, rate limits when
     # VDB_RATE_LIMIT_RPS > 0, and read calls on the replica's pool behind the same pool interface.
@@ -203,7 +220,7 @@ def build_server(
     )
     definitions = Definitions(pool)
     instances = Instances(pool, cipher)
-    admin = Admin(primary_pool, cipher)
+    admin = Admin(primary_pool, cipher, allow_reset=settings.allow_reset)
     # Server-side embedding: one HTTP client for the server's lifetime (opened and closed by VdbServer).
     providers = ProviderClient(
         cipher,
@@ -250,8 +267,20 @@ def build_server(
     llm_instance_pb2_grpc.add_LlmInstanceServiceServicer_to_server(LlmInstanceServicer(instances), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = DrainingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    db_health = (
+        DatabaseHealth(
+            health_servicer,
+            ("", *SERVICE_NAMES),
+            health_dsn,
+            period=settings.health_probe_seconds,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            pool=pool,
+        )
+        if health_dsn
+        else None
+    )
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
@@ -278,6 +307,7 @@ def build_server(
         metrics_listen=settings.metrics_listen,
         read_routing=routing,
         providers=providers,
+        db_health=db_health,
     )
 
 
@@ -293,7 +323,13 @@ async def prepare_database(settings: Settings, dsn: str, *, migrate: bool) -> No
 
 
 async def serve(settings: Settings, *, migrate: bool = True) -> None:
-    """Run the service until SIGTERM/SIGINT (embedded PostgreSQL when no database URL is set)."""
+    """Run the service until SIGTERM/SIGINT (embedded PostgreSQL when no database URL is set).
+
+    SIGTERM drains: health turns NOT_SERVING at once, calls are still accepted for VDB_SHUTDOWN_DRAIN_SECONDS,
+    then the server stops accepting and in-flight calls get VDB_SHUTDOWN_GRACE_SECONDS. SIGINT (or a second
+    signal during the drain) skips the rest of the drain. In embedded mode the server supervises its PostgreSQL
+    (``vdb_grpc.runtime.supervisor``).
+    """
     embedded = None
     if settings.embedded:
         from vdb_grpc.embedded import resolve_embedded_secrets, start_embedded_database
@@ -315,23 +351,47 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
             if settings.database_read_url
             else None
         )
+        supervisor = None
         try:
-            vdb = build_server(settings, pool, listen_dsn=dsn, read_pool=read_pool)
+            vdb = build_server(settings, pool, listen_dsn=dsn, read_pool=read_pool, health_dsn=dsn)
+            if embedded is not None and embedded.cluster.owner and vdb.db_health is not None:
+                from vdb_grpc.runtime.supervisor import EmbeddedSupervisor
+
+                supervisor = EmbeddedSupervisor(
+                    embedded.cluster,
+                    on_down=vdb.db_health.mark_down,
+                    on_up=vdb.db_health.wake,
+                    max_backoff=settings.embedded_restart_backoff_seconds,
+                )
+            # Handlers before start: a SIGTERM that arrives as soon as the port answers must drain, not kill.
+            signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, signals.put_nowait, sig)
             await vdb.start()
+            if supervisor is not None:
+                supervisor.start()
             host = settings.listen.rpartition(":")[0]
             log.info("vdb-grpc serving on %s:%d", host, vdb.port)
             if vdb.metrics_port is not None and settings.metrics_listen is not None:
                 metrics_host = settings.metrics_listen.rpartition(":")[0]
                 log.info("metrics on http://%s:%d/metrics", metrics_host, vdb.metrics_port)
 
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            received = await signals.get()
+            if received is signal.SIGTERM and settings.shutdown_drain_seconds > 0:
+                log.info(
+                    "draining: health NOT_SERVING, still accepting calls for %.0fs", settings.shutdown_drain_seconds
+                )
+                drain = asyncio.create_task(vdb.drain(settings.shutdown_drain_seconds))
+                again = asyncio.create_task(signals.get())
+                await asyncio.wait({drain, again}, return_when=asyncio.FIRST_COMPLETED)
+                drain.cancel()
+                again.cancel()
             log.info("shutting down: finishing in-flight calls (up to %.0fs)", settings.shutdown_grace_seconds)
             await vdb.stop(settings.shutdown_grace_seconds)
         finally:
+            if supervisor is not None:
+                await supervisor.stop()
             await pool.close()
             if read_pool is not None:
                 await read_pool.close()

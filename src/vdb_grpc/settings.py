@@ -125,6 +125,23 @@ class Settings:
     max_page_token_chars: int = 1024
     """``VDB_MAX_PAGE_TOKEN_CHARS``: longest ``page_token`` accepted (the tokens the service hands out are far
     shorter)."""
+    shutdown_drain_seconds: float = 0.0
+    """``VDB_SHUTDOWN_DRAIN_SECONDS``: after SIGTERM, how long the server reports NOT_SERVING but keeps accepting
+    calls (so a load balancer moves traffic away) before it stops accepting and finishes in-flight calls within
+    VDB_SHUTDOWN_GRACE_SECONDS. SIGINT skips it."""
+    allow_reset: bool = False
+    """``VDB_ALLOW_RESET``: true lets the admin call AdminService/ResetDatabase (which deletes every user's data);
+    otherwise it is refused with FAILED_PRECONDITION."""
+    health_probe_seconds: float = 1.0
+    """``VDB_HEALTH_PROBE_SECONDS``: period of the database probe (``SELECT 1``) behind the gRPC health status."""
+    db_connect_timeout_seconds: float = 5.0
+    """``VDB_DB_CONNECT_TIMEOUT_SECONDS``: longest wait for a new database connection (then UNAVAILABLE)."""
+    pool_acquire_timeout_seconds: float = 10.0
+    """``VDB_POOL_ACQUIRE_TIMEOUT_SECONDS``: longest wait of a call for a pooled connection, connecting included
+    (then UNAVAILABLE)."""
+    embedded_restart_backoff_seconds: float = 5.0
+    """``VDB_EMBEDDED_RESTART_BACKOFF_SECONDS``: embedded mode restarts a PostgreSQL that died, retrying after
+    0.25 s, then twice as long each time, up to this many seconds between attempts."""
 
     @property
     def embedded(self) -> bool:
@@ -298,6 +315,30 @@ class Settings:
         max_text_chars = integer("VDB_MAX_TEXT_CHARS", cls.max_text_chars, 1, 2**31 - 1)
         max_page_token_chars = integer("VDB_MAX_PAGE_TOKEN_CHARS", cls.max_page_token_chars, 64, 1 * MIB)
 
+        def number(name: str, default: float, minimum: float, maximum: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"{name} must be a number of seconds, got {raw!r}")
+                return default
+            if not minimum <= value <= maximum:
+                problems.append(f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw}")
+            return value
+
+        drain = number("VDB_SHUTDOWN_DRAIN_SECONDS", cls.shutdown_drain_seconds, 0, 3600)
+        allow_reset_raw = (get("VDB_ALLOW_RESET") or "false").lower()
+        if allow_reset_raw not in ("true", "false"):
+            problems.append(f"VDB_ALLOW_RESET must be true or false, got {allow_reset_raw!r}")
+        probe = number("VDB_HEALTH_PROBE_SECONDS", cls.health_probe_seconds, 0.05, 60)
+        connect_timeout = number("VDB_DB_CONNECT_TIMEOUT_SECONDS", cls.db_connect_timeout_seconds, 0.1, 300)
+        acquire_timeout = number("VDB_POOL_ACQUIRE_TIMEOUT_SECONDS", cls.pool_acquire_timeout_seconds, 0.1, 300)
+        restart_backoff = number(
+            "VDB_EMBEDDED_RESTART_BACKOFF_SECONDS", cls.embedded_restart_backoff_seconds, 0.25, 300
+        )
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -337,6 +378,12 @@ class Settings:
             max_schema_subschemas=max_schema_subschemas,
             max_text_chars=max_text_chars,
             max_page_token_chars=max_page_token_chars,
+            shutdown_drain_seconds=drain,
+            allow_reset=allow_reset_raw == "true",
+            health_probe_seconds=probe,
+            db_connect_timeout_seconds=connect_timeout,
+            pool_acquire_timeout_seconds=acquire_timeout,
+            embedded_restart_backoff_seconds=restart_backoff,
         )
 
     @property

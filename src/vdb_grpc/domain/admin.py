@@ -196,9 +196,15 @@ def _capped(check: str, items: list[SanityFinding], total: int, what: str) -> li
 class Admin:
     """Use cases of AdminService."""
 
-    def __init__(self, pool: asyncpg.Pool, cipher: ApiKeyCipher | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, cipher: ApiKeyCipher | None, *, allow_reset: bool = False) -> None:
+        """Args:
+        pool: the server's pool.
+        cipher: protects provider API keys (None: no ENCRYPTION_KEY).
+        allow_reset: the server's opt-in (``VDB_ALLOW_RESET``) to ResetDatabase; without it a reset is refused.
+        """
         self._pool = pool
         self._cipher = cipher
+        self._allow_reset = allow_reset
 
     async def sanity_check(self, principal: Principal) -> SanityReport:
         """Report inconsistencies without changing anything (admin)."""
@@ -329,6 +335,12 @@ class Admin:
     async def reset_database(self, principal: Principal, confirm: str) -> ResetCounts:
         """Delete every user's data, keeping ``_system``, its definitions and the reference tables (admin)."""
         require_admin(principal, "reset the database")
+        if not self._allow_reset:
+            # The admin key alone must not be able to wipe every user's data: the operator opts in per server.
+            raise FailedPrecondition(
+                "ResetDatabase is disabled on this server: start it with VDB_ALLOW_RESET=true to allow it",
+                preconditions=[PreconditionViolation("RESET_NOT_ALLOWED", "setting:VDB_ALLOW_RESET", "not true")],
+            )
         if confirm != RESET_CONFIRMATION:
             raise InvalidArgument.field(
                 "confirm", f'must be exactly "{RESET_CONFIRMATION}" to delete every user and all their data'
