@@ -211,9 +211,15 @@ _SETTINGS_HELP = {
   ENCRYPTION_KEY           protects stored provider API keys (embedded: generated)
   ENCRYPTION_KEY_PREVIOUS  older keys still accepted while rotating
   VDB_TLS_CERT_FILE, VDB_TLS_KEY_FILE   serve TLS instead of plaintext
-  VDB_LOG_LEVEL            debug, info, warning, error (default info)
-  VDB_POOL_MIN_SIZE, VDB_POOL_MAX_SIZE, VDB_STATEMENT_TIMEOUT_MS, VDB_MAX_MESSAGE_BYTES,
-  VDB_MAX_BATCH_ITEMS, VDB_SHUTDOWN_GRACE_SECONDS, VDB_AUTH_CACHE_SECONDS, VDB_HNSW_EF_SEARCH
+  VDB_LOG_LEVEL, VDB_LOG_FORMAT, VDB_ACCESS_LOG   log level, text or json lines, access records
+  VDB_METRICS_LISTEN       host:port of a Prometheus /metrics endpoint (unset: none)
+  VDB_PROVIDER_ALLOW       non-public hosts/CIDRs instances may call (e.g. 127.0.0.1 for a local Ollama)
+  VDB_SHUTDOWN_DRAIN_SECONDS, VDB_SHUTDOWN_GRACE_SECONDS   SIGTERM: keep accepting, then let calls finish
+  VDB_ALLOW_RESET          true allows AdminService/ResetDatabase (default false)
+  VDB_DATABASE_READ_URL    a streaming replica for Get/List/Search
+  VDB_RATE_LIMIT_RPS, VDB_RATE_LIMIT_BURST   per-caller rate limit (default off)
+  VDB_MAX_METADATA_BYTES, VDB_MAX_TEXT_CHARS and the other VDB_MAX_... request limits
+  VDB_POOL_MIN_SIZE, VDB_POOL_MAX_SIZE, VDB_STATEMENT_TIMEOUT_MS, VDB_AUTH_CACHE_SECONDS, VDB_HNSW_EF_SEARCH
 All settings: template.env and docs/configuration.md.""",
     "migrate": """settings (environment variables; every one with a comment in template.env):
   VDB_DATABASE_URL         external PostgreSQL to migrate (unset: the embedded one in VDB_DATA_DIR)
