@@ -218,7 +218,7 @@ _SETTINGS_HELP = {
   VDB_ALLOW_RESET          true allows AdminService/ResetDatabase (default false)
   VDB_DATABASE_READ_URL    a streaming replica for Get/List/Search
   VDB_RATE_LIMIT_RPS, VDB_RATE_LIMIT_BURST   per-caller rate limit (default off)
-  VDB_MAX_METADATA_BYTES, VDB_MAX_TEXT_CHARS and the other VDB_MAX_... request limits
+  VDB_MAX_METADATA_BYTES, VDB_MAX_TEXT_CHARS, VDB_MAX_BATCH_ITEMS   request limits (docs/limits.md: all)
   VDB_POOL_MIN_SIZE, VDB_POOL_MAX_SIZE, VDB_STATEMENT_TIMEOUT_MS, VDB_AUTH_CACHE_SECONDS, VDB_HNSW_EF_SEARCH
 All settings: template.env and docs/configuration.md.""",
     "migrate": """settings (environment variables; every one with a comment in template.env):
