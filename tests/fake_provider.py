@@ -210,7 +210,7 @@ class FakeProvider:
                     extra = {"Retry-After": failure.retry_after} if failure.retry_after else {}
                     return 429, extra, {"error": {"message": "rate limit reached for your key " + carried}}
                 elif failure.kind == "500":
-                    return 500, {}, {"error": {"message": "internal trouble " + carried + " " + "x" * 500}}
+                    return 500, {}, {"error": {"message": "internal trouble " + carried + " " + "=" * 500}}
                 elif failure.kind == "redirect":
                     return 307, {"Location": f"http://127.0.0.1:{self.port}/elsewhere"}, {}
                 elif failure.kind == "too_long":

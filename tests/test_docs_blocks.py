@@ -32,6 +32,30 @@ PENDING = {
 }  # fmt: skip
 
 
+#: Docs whose blocks call a local Ollama at its default address: the test runs them against a fake Ollama
+#: (tests/fake_provider.py) on a free port, with the server allowing loopback endpoints (VDB_PROVIDER_ALLOW).
+OLLAMA = "127.0.0.1:11434"
+WITH_OLLAMA = {"server-side-embedding.md"}
+
+
+@pytest.fixture
+def server_settings(server_settings, request):  # type: ignore[no-untyped-def]
+    """The default test server; for WITH_OLLAMA docs it may call providers on 127.0.0.1."""
+    doc = getattr(request.node, "callspec", None) and request.node.callspec.params.get("doc")
+    if doc is not None and doc.name in WITH_OLLAMA:
+        return server_settings.replace(provider_allow=("127.0.0.1",))
+    return server_settings
+
+
+@pytest.fixture
+def fake_ollama():
+    from fake_provider import FakeProvider
+
+    fake = FakeProvider(dims=768).start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
 def workdir():
     d = Path(tempfile.mkdtemp(prefix="vdbd-"))
@@ -40,13 +64,17 @@ def workdir():
 
 
 @pytest.mark.parametrize("doc", WITH_BLOCKS, ids=[p.name for p in WITH_BLOCKS])
-async def test_bash_blocks_run_as_printed(doc, vdb, workdir):
+async def test_bash_blocks_run_as_printed(doc, vdb, workdir, request):
     data_dir = workdir / "vdb-data"
     data_dir.mkdir()
     for name, secret in (("admin_key", ADMIN_KEY), ("encryption_key", ENCRYPTION_KEY)):
         (data_dir / name).write_text(secret + "\n")
         (data_dir / name).chmod(0o600)
     script = shell_script(doc.read_text(encoding="utf-8"), vdb.port, data_dir)
+    if doc.name in WITH_OLLAMA:
+        fake = request.getfixturevalue("fake_ollama")
+        assert OLLAMA in script
+        script = script.replace(OLLAMA, f"127.0.0.1:{fake.port}")
     out = await asyncio.to_thread(run_script, script, workdir)
     assert out.returncode == 0, f"{doc.name} failed:\n--- stdout\n{out.stdout}\n--- stderr\n{out.stderr}"
     # nothing holding a key is left where the blocks ran (vdb-data is the server's)
