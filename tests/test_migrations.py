@@ -662,7 +662,7 @@ async def test_unknown_migration_ids_are_refused(db_uri):
 
 
 async def test_adopt_go_database_with_yoyo_mark_then_apply(empty_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The README's adoption procedure: a Go-service database (schema 0001–0003, no yoyo tables) is marked, then
+    """The adoption procedure of docs/adopting-dhamps-vdb.md: a Go-service database (schema 0001–0003, no yoyo tables) is marked, then
     migrated, keeping its rows."""
     uri = await empty_database_factory()
     await apply(uri, up_to=M3)

