@@ -132,6 +132,11 @@ def test_template_env_lists_every_setting():
         "VDB_HNSW_EF_SEARCH",
         "VDB_TLS_CERT_FILE",
         "VDB_TLS_KEY_FILE",
+        "VDB_INDEX_SEAL_MIN_ROWS",
+        "VDB_INDEX_SEAL_MAX_ROWS",
+        "VDB_INDEX_MAX_SEGMENTS",
+        "VDB_INDEX_BUILD_MEMORY_MB",
+        "VDB_INDEX_BUILD_WORKERS",
     }
     for name in names:
         assert f"{name}=" in template, name

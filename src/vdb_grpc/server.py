@@ -125,7 +125,14 @@ def build_server(settings: Settings, pool: asyncpg.Pool, *, listen_dsn: str | No
     # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
     # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
     # after a wake() and hang Indexer.stop().
-    indexer = UploadAwareIndexer(pool)
+    indexer = UploadAwareIndexer(
+        pool,
+        seal_min_rows=settings.index_seal_min_rows,
+        seal_max_rows=settings.index_seal_max_rows,
+        max_segments=settings.index_max_segments,
+        build_memory_bytes=settings.index_build_memory_mb * 1024 * 1024 or None,
+        build_workers=settings.index_build_workers if settings.index_build_workers >= 0 else None,
+    )
     embeddings = Embeddings(pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload)
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (

@@ -72,6 +72,20 @@ class Settings:
     """``VDB_TLS_CERT_FILE``: PEM certificate chain; with VDB_TLS_KEY_FILE enables TLS."""
     tls_key_file: Path | None = None
     """``VDB_TLS_KEY_FILE``: PEM private key for VDB_TLS_CERT_FILE."""
+    index_seal_min_rows: int = 2000
+    """``VDB_INDEX_SEAL_MIN_ROWS``: a backlog of unindexed rows of one dimension at least this large gets a new
+    index segment built in bulk beside the live indexes; smaller backlogs are inserted into the newest one."""
+    index_seal_max_rows: int = 250_000
+    """``VDB_INDEX_SEAL_MAX_ROWS``: most rows in one new segment (bounds one build's duration: vacuum of the
+    table waits for a running build)."""
+    index_max_segments: int = 4
+    """``VDB_INDEX_MAX_SEGMENTS``: a dimension with more HNSW index segments than this gets two merged in the
+    background (each search reads every segment of its dimension)."""
+    index_build_memory_mb: int = 0
+    """``VDB_INDEX_BUILD_MEMORY_MB``: most memory one HNSW build may use (its maintenance_work_mem is sized to
+    the graph within this); 0 = a quarter of this machine's memory."""
+    index_build_workers: int = -1
+    """``VDB_INDEX_BUILD_WORKERS``: most parallel maintenance workers per build; -1 = CPUs - 1 (at most 4)."""
 
     @property
     def embedded(self) -> bool:
@@ -181,6 +195,16 @@ class Settings:
             if path is not None and not Path(path).is_file():
                 problems.append(f"{name}: file not found: {path}")
 
+        seal_min = integer("VDB_INDEX_SEAL_MIN_ROWS", cls.index_seal_min_rows, 1, 10_000_000)
+        seal_max = integer("VDB_INDEX_SEAL_MAX_ROWS", cls.index_seal_max_rows, 1, 100_000_000)
+        if seal_min > seal_max:
+            problems.append(
+                f"VDB_INDEX_SEAL_MIN_ROWS ({seal_min}) must not exceed VDB_INDEX_SEAL_MAX_ROWS ({seal_max})"
+            )
+        max_segments = integer("VDB_INDEX_MAX_SEGMENTS", cls.index_max_segments, 1, 64)
+        build_memory = integer("VDB_INDEX_BUILD_MEMORY_MB", cls.index_build_memory_mb, 0, 1_000_000)
+        build_workers = integer("VDB_INDEX_BUILD_WORKERS", cls.index_build_workers, -1, 64)
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -201,6 +225,11 @@ class Settings:
             hnsw_ef_search=ef_search,
             tls_cert_file=Path(tls_cert) if tls_cert else None,
             tls_key_file=Path(tls_key) if tls_key else None,
+            index_seal_min_rows=seal_min,
+            index_seal_max_rows=seal_max,
+            index_max_segments=max_segments,
+            index_build_memory_mb=build_memory,
+            index_build_workers=build_workers,
         )
 
     def replace(self, **changes: object) -> Settings:
