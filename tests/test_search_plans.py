@@ -239,3 +239,16 @@ def test_cover_prefers_the_merged_index_and_ignores_invalid_ones() -> None:
     building = SegmentIndex("embeddings_hnsw_384_1_3", 384, 1, 3, 0, False)
     assert q.cover([*parts, merged, building]) == (merged, parts[2])
     assert q.cover(parts) == tuple(parts)
+
+
+@pytest.mark.parametrize("generic", [False, True])
+async def test_exact_parts_read_only_the_projects_rows(loaded: asyncpg.Pool, data, generic: bool) -> None:  # type: ignore[no-untyped-def]
+    """A small project's exact plan, and every exact arm of the HNSW plan, go through the segment btree: never
+    a scan of every project's rows (the table holds 5,600 rows of three projects; the small one has 600)."""
+    async with loaded.acquire() as conn:
+        await conn.execute("ANALYZE embeddings")
+    for plan, project in ((q.EXACT, "small"), (await live_plan(loaded), "big")):
+        used = scans(await explain(loaded, plan, project, data["small"][0], generic=generic))
+        assert used and all(node != "Seq Scan" for node, _ in used), used
+        exact_scans = {ix for _, ix in used if ix and not ix.startswith("embeddings_hnsw") and ix != "embeddings_pkey"}
+        assert exact_scans and exact_scans <= {"embeddings_project_segment_idx", "embeddings_unindexed_idx"}, used

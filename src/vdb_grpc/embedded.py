@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vdb_grpc.indexing.sizing import apply_embedded_config
 from vdb_grpc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
     pg_dir = settings.data_dir.resolve() / "pg"
     pg_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     server = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    apply_embedded_config(server)  # shared_buffers etc. sized to this machine (restarts once when they change)
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")
