@@ -65,9 +65,10 @@ class Settings:
     """``VDB_AUTH_CACHE_SECONDS``: how long a resolved API key and a search permission check are reused
     (0 = never). Changes made through any server apply at once (other replicas hear of them through NOTIFY);
     this bounds the staleness when that message is lost or a change bypasses the service."""
-    hnsw_ef_search: int = 40
+    hnsw_ef_search: int = 150
     """``VDB_HNSW_EF_SEARCH``: HNSW candidate list per search (raised to offset + limit when larger); higher
-    means better recall and slower searches."""
+    means better recall and slower searches. 150: recall@10 on held-out queries 0.998-0.999 at 100k x 384 where
+    40 gave 0.937 and 100 0.990 (docs/search.md)."""
     tls_cert_file: Path | None = None
     """``VDB_TLS_CERT_FILE``: PEM certificate chain; with VDB_TLS_KEY_FILE enables TLS."""
     tls_key_file: Path | None = None
