@@ -238,6 +238,11 @@ class Indexer:
         """One pass: flip small backlogs, start (or preempt) the builder. True when there was nothing to do."""
         self._reap_builder()
         async with self._pool.acquire() as conn:
+            if not self._checked_segment_zero:
+                # Rows indexed before segments existed, or flipped before a crash lost their index (a full
+                # scan, once per process, as the 0009 indexer did).
+                self._segment_zero_dims = {d for d in await q.dims_in_segment_zero(conn) if d <= HNSW_MAX_DIMENSIONS}
+                self._checked_segment_zero = True
             state = await self._state(conn)
             flipped = await self._flip_small_backlogs(conn, state)
         jobs = self._jobs(state)
@@ -248,7 +253,7 @@ class Indexer:
                 log.info("cancelling the merge %s: fresh rows wait for an index", job.name)
                 builder.cancel()
             return False
-        if jobs or not self._checked_segment_zero:
+        if jobs:
             self._builder = asyncio.create_task(self._build_pass(), name="vdb-index-builder")
             return False
         self._locked_out = False
@@ -385,17 +390,11 @@ class Indexer:
                 return
             self._locked_out = False
             try:
-                if not self._checked_segment_zero:
-                    # Rows indexed before segments existed, or flipped before a crash lost their index.
-                    self._segment_zero_dims = {
-                        d for d in await q.dims_in_segment_zero(conn) if d <= HNSW_MAX_DIMENSIONS
-                    }
-                    self._checked_segment_zero = True
                 while True:
                     state = await self._state(conn)
                     jobs = self._jobs(state)
                     if not jobs:
-                        return
+                        break
                     await self._execute(conn, jobs[0])
             finally:
                 self._building_job = None
