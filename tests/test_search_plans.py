@@ -252,3 +252,17 @@ async def test_exact_parts_read_only_the_projects_rows(loaded: asyncpg.Pool, dat
         assert used and all(node != "Seq Scan" for node, _ in used), used
         exact_scans = {ix for _, ix in used if ix and not ix.startswith("embeddings_hnsw") and ix != "embeddings_pkey"}
         assert exact_scans and exact_scans <= {"embeddings_project_segment_idx", "embeddings_unindexed_idx"}, used
+
+
+@pytest.mark.parametrize("generic", [False, True])
+async def test_exact_arms_over_an_indexed_segment_never_use_its_hnsw_index(
+    loaded: asyncpg.Pool, data, generic: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """An exact arm over a segment range implies that segment's index predicate; it must still be exact (btree
+    + sort), never an HNSW scan -- for a project absent from the segment that scan would also walk the index."""
+    async with loaded.acquire() as conn:
+        cover = q.cover(await q.hnsw_indexes(conn, DIM))
+    lo, hi = cover[0].lo, cover[0].hi
+    plan = SearchPlan(whole=False, hnsw=(), exact=((0, lo - 1), (lo, hi), (hi + 1, None)))
+    used = scans(await explain(loaded, plan, "small", data["small"][0], generic=generic))
+    assert all(not (ix or "").startswith("embeddings_hnsw") for _, ix in used), used

@@ -242,11 +242,16 @@ _HNSW_ARM = """
      ORDER BY e.vector::halfvec({dim}) <=> $1
      LIMIT $4)"""
 
+# OFFSET 0 keeps the sort outside the scan: an exact arm over a segment range implies that segment's HNSW index
+# predicate, and "ORDER BY distance LIMIT k" directly over the scan would let the planner answer it with an
+# (approximate, and for a project absent from the segment very slow) index scan instead of the btree.
 _EXACT_ARM = """
-    (SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
-     FROM embeddings e
-     WHERE e.project_id = $2 AND e.vector_dim = {dim}{rows} AND e.text_id IS DISTINCT FROM $3
-      {filters}
+    (SELECT x.embeddings_id, x.text_id, x.distance FROM (
+        SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
+        FROM embeddings e
+        WHERE e.project_id = $2 AND e.vector_dim = {dim}{rows} AND e.text_id IS DISTINCT FROM $3
+         {filters}
+        OFFSET 0) x
      ORDER BY 3, 2
      LIMIT $4)"""
 
