@@ -1,8 +1,9 @@
-"""The background indexer: per-dimension partial HNSW indexes, flips, rebuilds, crash leftovers, locks."""
+"""The background indexer: segment HNSW indexes built beside the live ones, flips, merges, crash leftovers, locks."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -24,13 +25,21 @@ async def pool(db_uri: str, server_settings) -> AsyncIterator[asyncpg.Pool]:  # 
     await p.close()
 
 
-async def index_def(conn: asyncpg.Connection, dim: int) -> tuple[int, str, bool] | None:
-    row = await conn.fetchrow(
-        "SELECT c.oid::int, pg_get_indexdef(c.oid), i.indisvalid FROM pg_class c"
-        " JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = $1",
-        f"embeddings_hnsw_{dim}",
+async def index_defs(conn: asyncpg.Connection, dim: int) -> list[tuple[int, str, bool, str]]:
+    """(oid, definition, valid, name) of every HNSW index of ``dim``, by name."""
+    rows = await conn.fetch(
+        "SELECT c.oid::int, pg_get_indexdef(c.oid), i.indisvalid, c.relname::text FROM pg_class c"
+        " JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname ~ $1 ORDER BY c.relname",
+        f"^embeddings_hnsw_{dim}(_|$)",
     )
-    return (row[0], row[1], row[2]) if row else None
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def index_def(conn: asyncpg.Connection, dim: int) -> tuple[int, str, bool, str] | None:
+    """The one HNSW index of ``dim`` (None: none; fails when there are several)."""
+    defs = await index_defs(conn, dim)
+    assert len(defs) <= 1, defs
+    return defs[0] if defs else None
 
 
 async def unindexed(conn: asyncpg.Connection) -> int:
@@ -52,10 +61,11 @@ async def test_builds_an_index_for_any_dimension_and_flips_every_row(pool: async
             d = found[1]
             assert "USING hnsw" in d and f"halfvec({dim})" in d and "halfvec_cosine_ops" in d
             assert f"vector_dim = {dim}" in d and "indexed" in d and "m='16'" in d and "ef_construction='128'" in d
+            assert re.search(r"index_segment >= (\d+)\) AND \(index_segment <= \1\)", d), d  # one segment
 
 
 async def test_small_backlog_is_flipped_into_the_existing_index(pool: asyncpg.Pool) -> None:
-    indexer = Indexer(pool, rebuild_min_backlog=1000)
+    indexer = Indexer(pool, seal_min_rows=1000)
     async with pool.acquire() as conn:
         pid = await make_project(conn, "alice", "p", 16)
         await add_embeddings(conn, pid, "alice", clustered(100, 16, 3, seed=1))
@@ -78,8 +88,8 @@ async def test_small_backlog_is_flipped_into_the_existing_index(pool: asyncpg.Po
         assert n == 130
 
 
-async def test_large_backlog_is_rebuilt_in_bulk(pool: asyncpg.Pool) -> None:
-    indexer = Indexer(pool, rebuild_min_backlog=50)
+async def test_large_backlog_gets_a_new_segment_beside_the_live_index(pool: asyncpg.Pool) -> None:
+    indexer = Indexer(pool, seal_min_rows=50)
     async with pool.acquire() as conn:
         pid = await make_project(conn, "alice", "p", 16)
         await add_embeddings(conn, pid, "alice", clustered(60, 16, 3, seed=1))
@@ -89,9 +99,25 @@ async def test_large_backlog_is_rebuilt_in_bulk(pool: asyncpg.Pool) -> None:
         await add_embeddings(conn, pid, "alice", clustered(200, 16, 3, seed=2), prefix="n")
     await indexer.run_until_idle()
     async with pool.acquire() as conn:
-        after = await index_def(conn, 16)
+        after = await index_defs(conn, 16)
         assert await unindexed(conn) == 0
-        assert before is not None and after is not None and after[0] != before[0] and after[2]
+        assert before is not None and before in after  # the live index was never dropped
+        assert len(after) == 2 and all(d[2] for d in after)
+        counts = await conn.fetch("SELECT index_segment, count(*) FROM embeddings GROUP BY 1 ORDER BY 1")
+        assert [tuple(r) for r in counts] == [(1, 60), (2, 200)]
+
+
+async def test_segments_beyond_max_segments_are_merged(pool: asyncpg.Pool) -> None:
+    indexer = Indexer(pool, seal_min_rows=20, max_segments=2)
+    async with pool.acquire() as conn:
+        pid = await make_project(conn, "alice", "p", 16)
+        for i in range(3):
+            await add_embeddings(conn, pid, "alice", clustered(30 + 10 * i, 16, 3, seed=i), prefix=f"s{i}-")
+            await indexer.run_until_idle()
+        names = [d[3] for d in await index_defs(conn, 16)]
+        # segments 1 (30 rows) and 2 (40) were merged into one index: two indexes, covering labels 1..3
+        assert names == ["embeddings_hnsw_16_1_2", "embeddings_hnsw_16_3_3"], names
+        assert indexer.status().recent_builds[-1].kind == "merge"
 
 
 async def test_invalid_index_left_by_a_crash_is_rebuilt(pool: asyncpg.Pool) -> None:
@@ -101,13 +127,15 @@ async def test_invalid_index_left_by_a_crash_is_rebuilt(pool: asyncpg.Pool) -> N
     await Indexer(pool).run_until_idle()
     async with pool.acquire() as conn:
         oid = (await index_def(conn, 8))[0]  # type: ignore[index]
+        await conn.execute("ALTER INDEX embeddings_hnsw_8_1_1 RENAME TO embeddings_hnsw_8_1_9")
         # what an interrupted CREATE INDEX CONCURRENTLY leaves behind
         await conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = $1", oid)
         await add_embeddings(conn, pid, "alice", clustered(1, 8, 1, seed=2), prefix="n")
     await Indexer(pool).run_until_idle()
     async with pool.acquire() as conn:
-        found = await index_def(conn, 8)
-        assert found is not None and found[2] and found[0] != oid
+        found = await index_defs(conn, 8)
+        assert all(d[2] for d in found) and oid not in [d[0] for d in found], found  # dropped, segments rebuilt
+        assert await unindexed(conn) == 0
 
 
 async def test_lost_index_with_flipped_rows_is_rebuilt_at_start(pool: asyncpg.Pool) -> None:

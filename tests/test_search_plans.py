@@ -18,10 +18,10 @@ from search_fixtures import add_embeddings, clustered, exact_top, make_project, 
 
 from vdb_grpc.auth import ADMIN
 from vdb_grpc.db import create_pool
-from vdb_grpc.domain.search import Condition, Search, SearchQuery, choose_plan
+from vdb_grpc.domain.search import Condition, ProjectStats, Search, SearchQuery, choose_plan
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.queries import search as q
-from vdb_grpc.queries.search import PlanStats
+from vdb_grpc.queries.search import SearchPlan, SegmentIndex
 
 DIM = 64
 BIG = 3000
@@ -92,10 +92,34 @@ async def recall(
 async def plan_of(search: Search, pool: asyncpg.Pool, project: str, k: int = K) -> str:
     async with pool.acquire() as conn:
         pid = await conn.fetchval("SELECT project_id FROM projects WHERE project_handle = $1", project)
-        return await search.plan_for(conn, pid, DIM, k)
+        return (await search.plan_for(conn, pid, DIM, k)).kind
 
 
-async def explain(pool: asyncpg.Pool, plan: q.Plan, project: str, query: Any, *, generic: bool, n_excl: int = 0) -> str:
+async def live_plan(pool: asyncpg.Pool) -> SearchPlan:
+    """HNSW arms over every valid index of the test dimension."""
+    async with pool.acquire() as conn:
+        cover = q.cover(await q.hnsw_indexes(conn, DIM))
+    assert cover
+    return SearchPlan.over(tuple((s.lo, s.hi) for s in cover))
+
+
+def scans(plan_json: str) -> list[tuple[str, str | None]]:
+    """(node type, index name) of every scan of embeddings in an EXPLAIN (FORMAT JSON) result."""
+    out: list[tuple[str, str | None]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == "embeddings" or "Index Name" in node:
+            out.append((node["Node Type"], node.get("Index Name")))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(json.loads(plan_json)[0]["Plan"])
+    return out
+
+
+async def explain(
+    pool: asyncpg.Pool, plan: SearchPlan, project: str, query: Any, *, generic: bool, n_excl: int = 0
+) -> str:
     sql = q.search_sql(plan, DIM, n_excl, 0, include_text=True, include_metadata=True)
     excl = tuple(q.MetadataFilter(("src",), '"common"') for _ in range(n_excl))
     async with pool.acquire() as conn, conn.transaction():
@@ -110,15 +134,17 @@ async def explain(pool: asyncpg.Pool, plan: q.Plan, project: str, query: Any, *,
 
 @pytest.mark.parametrize("generic", [False, True])
 async def test_hnsw_plan_uses_the_index(loaded: asyncpg.Pool, data, generic: bool) -> None:  # type: ignore[no-untyped-def]
-    plan = await explain(loaded, "hnsw", "big", data["big"][0], generic=generic)
-    assert '"Index Name": "embeddings_hnsw_64"' in plan, plan
-    assert '"Index Name": "embeddings_unindexed_idx"' in plan, plan  # the tail is read through its btree
-    filtered = await explain(loaded, "hnsw", "big", data["big"][0], generic=generic, n_excl=1)
-    assert '"Index Name": "embeddings_hnsw_64"' in filtered, filtered
+    live = await live_plan(loaded)
+    plan = await explain(loaded, live, "big", data["big"][0], generic=generic)
+    used = scans(plan)
+    assert any((ix or "").startswith("embeddings_hnsw_64_") for _, ix in used), plan
+    assert all(node != "Seq Scan" for node, _ in used), plan  # the exact arms (tail) read through a btree
+    filtered = await explain(loaded, live, "big", data["big"][0], generic=generic, n_excl=1)
+    assert any((ix or "").startswith("embeddings_hnsw_64_") for _, ix in scans(filtered)), filtered
 
 
 async def test_exact_plan_never_uses_the_index(loaded: asyncpg.Pool, data) -> None:  # type: ignore[no-untyped-def]
-    plan = await explain(loaded, "exact", "small", data["small"][0], generic=False)
+    plan = await explain(loaded, q.EXACT, "small", data["small"][0], generic=False)
     assert "embeddings_hnsw" not in plan, plan
 
 
@@ -172,16 +198,71 @@ async def test_exact_and_hnsw_agree_on_order_and_threshold(loaded: asyncpg.Pool,
     assert len({r.text_id for r in a} & {r.text_id for r in b}) >= 0.9 * len(b)
 
 
-def test_choose_plan() -> None:
-    def plan(index_rows: int | None, project_rows: int, k: int = 10, dim: int = 384) -> str:
-        stats = PlanStats(index_rows=index_rows, project_rows=project_rows)
-        return choose_plan(dim, stats, k, exact_max_rows=4000, min_share_divisor=50)
+def seg(lo: int, hi: int, rows: int) -> SegmentIndex:
+    return SegmentIndex(f"embeddings_hnsw_384_{lo}_{hi}", 384, lo, hi, rows, True)
 
-    assert plan(100_000, 100_000) == "hnsw"
-    assert plan(100_000, 4000) == "exact"  # small project
-    assert plan(None, 100_000) == "exact"  # no usable index (yet)
-    assert plan(0, 100_000) == "exact"
-    assert plan(1_000_000, 15_000) == "exact"  # 1.5% of the index: filtered index scan would wade through others
-    assert plan(1_000_000, 25_000) == "hnsw"
-    assert plan(100_000, 5000, k=1500) == "exact"  # deep page
-    assert plan(100_000, 100_000, dim=4096) == "exact"  # beyond HNSW's dimension limit
+
+def test_choose_plan() -> None:
+    def plan(
+        segments: tuple[SegmentIndex, ...], project_rows: int, in_segments: tuple[int, ...], k: int = 10
+    ) -> SearchPlan:
+        stats = ProjectStats(segments, project_rows, in_segments)
+        return choose_plan(stats, k, exact_max_rows=4000, min_share_divisor=50)
+
+    one = (seg(1, 1, 100_000),)
+    assert plan(one, 100_000, (4001,)) == SearchPlan.over(((1, 1),))
+    assert plan(one, 100_000, (4001,)).kind == "hnsw"
+    assert plan(one, 4000, ()).kind == "exact"  # small project
+    assert plan((), 100_000, ()).kind == "exact"  # no usable index (yet)
+    big = (seg(1, 1, 1_000_000),)
+    assert plan(big, 15_000, (15_000,)).kind == "exact"  # 1.5% of the index: filtered scan wades through others
+    assert plan(big, 25_000, (20_001,)).kind == "hnsw"
+    assert plan(one, 5000, (4001,), k=1500).kind == "exact"  # deep page
+    # two segments: the project is big in one, small in the other; labels outside both are read exactly
+    two = (seg(1, 4, 1_000_000), seg(7, 7, 50_000))
+    p = plan(two, 60_000, (20_001, 300))
+    assert p.hnsw == ((1, 4),)
+    assert p.exact == ((0, 0), (5, 6), (7, 7), (8, None))
+    assert p.kind == "hnsw"
+
+
+def test_every_label_lies_in_exactly_one_arm() -> None:
+    p = SearchPlan.over(((3, 5), (9, 9)), ((6, 8),))
+    ranges = [(lo, hi) for lo, hi in p.hnsw] + [(lo, hi if hi is not None else 10**9) for lo, hi in p.exact]
+    for label in range(0, 50):
+        assert sum(lo <= label <= hi for lo, hi in ranges) == 1, label
+
+
+def test_cover_prefers_the_merged_index_and_ignores_invalid_ones() -> None:
+    parts = [seg(1, 1, 10), seg(2, 2, 10), seg(3, 3, 10)]
+    merged = seg(1, 2, 20)
+    building = SegmentIndex("embeddings_hnsw_384_1_3", 384, 1, 3, 0, False)
+    assert q.cover([*parts, merged, building]) == (merged, parts[2])
+    assert q.cover(parts) == tuple(parts)
+
+
+@pytest.mark.parametrize("generic", [False, True])
+async def test_exact_parts_read_only_the_projects_rows(loaded: asyncpg.Pool, data, generic: bool) -> None:  # type: ignore[no-untyped-def]
+    """A small project's exact plan, and every exact arm of the HNSW plan, go through the segment btree: never
+    a scan of every project's rows (the table holds 5,600 rows of three projects; the small one has 600)."""
+    async with loaded.acquire() as conn:
+        await conn.execute("ANALYZE embeddings")
+    for plan, project in ((q.EXACT, "small"), (await live_plan(loaded), "big")):
+        used = scans(await explain(loaded, plan, project, data["small"][0], generic=generic))
+        assert used and all(node != "Seq Scan" for node, _ in used), used
+        exact_scans = {ix for _, ix in used if ix and not ix.startswith("embeddings_hnsw") and ix != "embeddings_pkey"}
+        assert exact_scans and exact_scans <= {"embeddings_project_segment_idx", "embeddings_unindexed_idx"}, used
+
+
+@pytest.mark.parametrize("generic", [False, True])
+async def test_exact_arms_over_an_indexed_segment_never_use_its_hnsw_index(
+    loaded: asyncpg.Pool, data, generic: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """An exact arm over a segment range implies that segment's index predicate; it must still be exact (btree
+    + sort), never an HNSW scan -- for a project absent from the segment that scan would also walk the index."""
+    async with loaded.acquire() as conn:
+        cover = q.cover(await q.hnsw_indexes(conn, DIM))
+    lo, hi = cover[0].lo, cover[0].hi
+    plan = SearchPlan(whole=False, hnsw=(), exact=((0, lo - 1), (lo, hi), (hi + 1, None)))
+    used = scans(await explain(loaded, plan, "small", data["small"][0], generic=generic))
+    assert all(not (ix or "").startswith("embeddings_hnsw") for _, ix in used), used

@@ -179,12 +179,12 @@ async def test_pool_sessions_carry_hnsw_scan_defaults_and_are_reset_on_release(v
 
     async with vdb.pool.acquire() as conn:
         assert await conn.fetchval("SHOW hnsw.iterative_scan") == "relaxed_order"
-        assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
+        assert await conn.fetchval("SHOW hnsw.ef_search") == "150"
         await set_hnsw_scan(conn, 500, 40_000)  # what a search with offset + limit = 500 does
         assert await try_lock_indexer(conn)  # a session advisory lock left behind by mistake
     for _ in range(vdb.pool.get_size()):
         async with vdb.pool.acquire() as conn:
-            assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
+            assert await conn.fetchval("SHOW hnsw.ef_search") == "150"
             assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
 
 

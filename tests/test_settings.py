@@ -96,7 +96,7 @@ def test_numbers_and_bounds():
         Settings.from_env({"VDB_LISTEN": "127.0.0.1:99999"})
     s = Settings.from_env({"VDB_AUTH_CACHE_SECONDS": "0", "VDB_HNSW_EF_SEARCH": "100"})
     assert s.auth_cache_seconds == 0 and s.hnsw_ef_search == 100
-    assert Settings().auth_cache_seconds == 2.0 and Settings().hnsw_ef_search == 40
+    assert Settings().auth_cache_seconds == 2.0 and Settings().hnsw_ef_search == 150
     for bad in ("-1", "61", "nan"):
         with pytest.raises(SettingsError, match="VDB_AUTH_CACHE_SECONDS"):
             Settings.from_env({"VDB_AUTH_CACHE_SECONDS": bad})
@@ -138,6 +138,11 @@ def test_template_env_lists_every_setting():
         "VDB_PROVIDER_RETRIES",
         "VDB_QUERY_CACHE_SIZE",
         "VDB_QUERY_CACHE_SECONDS",
+        "VDB_INDEX_SEAL_MIN_ROWS",
+        "VDB_INDEX_SEAL_MAX_ROWS",
+        "VDB_INDEX_MAX_SEGMENTS",
+        "VDB_INDEX_BUILD_MEMORY_MB",
+        "VDB_INDEX_BUILD_WORKERS",
     }
     for name in names:
         assert f"{name}=" in template, name

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdb_grpc.indexing.sizing import embedded_server_config
 from vdb_grpc.runtime.postgres import EmbeddedPostgres
 from vdb_grpc.settings import Settings
 
@@ -79,7 +80,8 @@ def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
     The process that owns the cluster (``vdb_grpc.runtime.postgres``) starts it; another process on the same
     data dir only uses it, and refuses when it is not running.
     """
-    cluster = EmbeddedPostgres(settings.data_dir.resolve() / "pg")
+    # shared_buffers and friends sized to this machine (docs/search.md), given to every start of the cluster
+    cluster = EmbeddedPostgres(settings.data_dir.resolve() / "pg", config=embedded_server_config())
     if cluster.claim():
         cluster.start()
     elif not cluster.is_running():

@@ -208,7 +208,14 @@ def build_server(
     # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
     # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
     # after a wake() and hang Indexer.stop().
-    indexer = UploadAwareIndexer(primary_pool)
+    indexer = UploadAwareIndexer(
+        primary_pool,
+        seal_min_rows=settings.index_seal_min_rows,
+        seal_max_rows=settings.index_seal_max_rows,
+        max_segments=settings.index_max_segments,
+        build_memory_bytes=settings.index_build_memory_mb * 1024 * 1024 or None,
+        build_workers=settings.index_build_workers if settings.index_build_workers >= 0 else None,
+    )
     if metrics is not None:
         indexer.on_index_built = metrics.index_built
     embeddings = Embeddings(

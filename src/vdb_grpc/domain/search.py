@@ -2,16 +2,19 @@
 
 similarity = 1 - cosine distance; results with similarity >= threshold, most similar first, ties by text_id.
 Only rows of the same project and of the query's dimension are compared, so a project whose instance changed
-dimensions never errors. Plans (``vdb_grpc.queries.search``):
+dimensions never errors. Plans (``vdb_grpc.queries.search.SearchPlan``):
 
-- ``exact`` when the project is small (<= ``exact_max_rows`` rows), when it is a small share of its
-  dimension's HNSW index (< 1/``min_share_divisor``; a filtered index scan would wade through other projects'
-  rows), when the dimension has no usable index (> 4000 dims, not built yet, being rebuilt), or when
-  offset + limit is a large share of the project.
-- ``hnsw`` otherwise: iterative index scan over the indexed rows, merged with an exact scan of the not-yet-indexed tail.
+- whole-project exact when the project is small (<= ``exact_max_rows`` rows of the dimension), when the
+  dimension has no valid HNSW index (> 4000 dims, first build not finished), or when offset + limit is a large
+  share of the project;
+- otherwise one HNSW arm per index segment where the project has enough rows (more than ``exact_max_rows`` and at
+  least 1/``min_share_divisor`` of the segment: below that a filtered index scan wades through other projects'
+  rows and loses recall), and exact arms, each reading only this project's rows, for the rest (segments where
+  the project is small, segments sealed but not built yet, rows not yet indexed).
 
-Both return exact results for the rows they see; ``hnsw`` is approximate only through the index (recall@10
-measured >= 0.95, see README).
+Every arm returns exact results for the rows it sees; HNSW arms are approximate only through the index (recall
+measured in docs/search.md). Every row lies in exactly one arm whatever the cached statistics say, so stale
+statistics only make a search slower, never wrong.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdb_grpc.limits import show
 from vdb_grpc.queries import search as q
-from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS, MetadataFilter, Plan, PlanStats
+from vdb_grpc.queries.search import EXACT, HNSW_MAX_DIMENSIONS, MetadataFilter, SearchPlan, SegmentIndex
 from vdb_grpc.settings import Settings
 from vdb_grpc.validation import check_handle
 
@@ -168,14 +171,39 @@ def validate(query: SearchQuery) -> ValidatedQuery:
     )
 
 
-def choose_plan(dim: int, stats: PlanStats, k: int, *, exact_max_rows: int, min_share_divisor: int) -> Plan:
-    """Exact or HNSW (see the module docstring); ``k`` = offset + limit."""
-    if dim > HNSW_MAX_DIMENSIONS or not stats.index_rows:
-        return "exact"
+#: A project's size is counted up to this many rows: enough for the deep-page rule at the largest offset + limit.
+PROJECT_COUNT_CAP = 4 * (MAX_OFFSET + MAX_LIMIT) + 1
+
+
+@dataclass(frozen=True)
+class ProjectStats:
+    """What the plan choice needs: the dimension's index segments (the disjoint valid cover), the project's
+    rows of the dimension (counted up to ``PROJECT_COUNT_CAP``), and per segment the project's rows in it
+    (counted up to ``segment_cap``; empty when the project is small enough for the whole-exact plan)."""
+
+    segments: tuple[SegmentIndex, ...]
+    project_rows: int
+    segment_rows: tuple[int, ...] = ()
+
+
+def segment_cap(segment: SegmentIndex, *, exact_max_rows: int, min_share_divisor: int) -> int:
+    """Rows of a project in ``segment`` beyond which the segment is searched through its index (+1: counted so far)."""
+    return max(exact_max_rows, segment.rows // min_share_divisor) + 1
+
+
+def choose_plan(stats: ProjectStats, k: int, *, exact_max_rows: int, min_share_divisor: int) -> SearchPlan:
+    """The arms of one search (see the module docstring); ``k`` = offset + limit."""
     rows = stats.project_rows
-    if rows <= exact_max_rows or rows * min_share_divisor <= stats.index_rows or k * 4 >= rows:
-        return "exact"
-    return "hnsw"
+    if not stats.segments or rows <= exact_max_rows or k * 4 >= rows:
+        return EXACT
+    hnsw: list[tuple[int, int]] = []
+    exact: list[tuple[int, int]] = []
+    for seg, n in zip(stats.segments, stats.segment_rows, strict=True):
+        cap = segment_cap(seg, exact_max_rows=exact_max_rows, min_share_divisor=min_share_divisor)
+        (hnsw if n >= cap else exact).append((seg.lo, seg.hi))
+    if not hnsw:
+        return EXACT
+    return SearchPlan.over(tuple(hnsw), tuple(exact))
 
 
 class Search:
@@ -193,6 +221,7 @@ class Search:
         ef_search: int = Settings.hnsw_ef_search,
         max_scan_tuples: int = HNSW_MAX_SCAN_TUPLES,
         stats_ttl: float = 10.0,
+        segments_ttl: float = 1.0,
         access_cache: CoherentCache[tuple[Principal, str, str], ProjectAccess] | None = None,
     ) -> None:
         """Args:
@@ -204,6 +233,8 @@ class Search:
             search sets them.
         max_scan_tuples: iterative scan budget (rows visited) before the index scan gives up.
         stats_ttl: seconds a project's size estimate is reused (a stale size only shifts the plan choice).
+        segments_ttl: seconds the list of a dimension's valid HNSW indexes is reused (a newly built or merged
+            index is used this much later at most; one that was dropped is never needed for correctness).
         access_cache: recent read-permission checks (``vdb_grpc.cache``); None: checked on every search.
         """
         self._pool = pool
@@ -213,7 +244,9 @@ class Search:
         self.max_scan_tuples = max_scan_tuples
         self._session_scan = (ef_search, max_scan_tuples)
         self._stats_ttl = stats_ttl
-        self._stats: dict[tuple[int, int], tuple[float, PlanStats]] = {}
+        self._stats: dict[tuple[int, int], tuple[float, ProjectStats]] = {}
+        self._segments_ttl = segments_ttl
+        self._segments: dict[int, tuple[float, tuple[SegmentIndex, ...]]] = {}
         self._access_cache = access_cache
 
     async def search(self, principal: Principal, query: SearchQuery) -> list[SearchResult]:
@@ -249,8 +282,8 @@ class Search:
             k = v.offset + v.limit
             plan = await self.plan_for(conn, access.project_id, dim, k)
             if self.on_plan is not None:
-                self.on_plan(plan)
-            if plan == "hnsw":
+                self.on_plan(plan.kind)
+            if plan.kind == "hnsw":
                 ef_search, scan_budget = max(self.ef_search, min(k, 1000)), max(self.max_scan_tuples, k * 20)
                 if (ef_search, scan_budget) != self._session_scan:  # else the pool's session defaults apply
                     await q.set_hnsw_scan(conn, ef_search, scan_budget)
@@ -289,18 +322,38 @@ class Search:
         assert access is not None  # check() returns or raises
         return access
 
-    async def plan_for(self, conn: asyncpg.Connection, project_id: int, dim: int, k: int) -> Plan:
-        """The plan for one search (project size cached for ``stats_ttl`` seconds)."""
+    async def plan_for(self, conn: asyncpg.Connection, project_id: int, dim: int, k: int) -> SearchPlan:
+        """The plan for one search (index list cached ``segments_ttl``, project sizes ``stats_ttl`` seconds)."""
         if dim > HNSW_MAX_DIMENSIONS:
-            return "exact"
-        key = (project_id, dim)
+            return EXACT
         now = time.monotonic()
+        cached_segments = self._segments.get(dim)
+        if cached_segments is None or cached_segments[0] < now:
+            segments = q.cover(await q.hnsw_indexes(conn, dim))
+            self._segments[dim] = (now + self._segments_ttl, segments)
+        else:
+            segments = cached_segments[1]
+        if not segments:
+            return EXACT
+        key = (project_id, dim)
         cached = self._stats.get(key)
-        if cached is None or cached[0] < now:
-            stats = await q.plan_stats(conn, project_id, dim, self.exact_max_rows, self.min_share_divisor)
+        if cached is None or cached[0] < now or cached[1].segments != segments:
+            stats = await self._project_stats(conn, project_id, dim, segments)
             if len(self._stats) > 10_000:
                 self._stats.clear()
             self._stats[key] = (now + self._stats_ttl, stats)
         else:
             stats = cached[1]
-        return choose_plan(dim, stats, k, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor)
+        return choose_plan(stats, k, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor)
+
+    async def _project_stats(
+        self, conn: asyncpg.Connection, project_id: int, dim: int, segments: tuple[SegmentIndex, ...]
+    ) -> ProjectStats:
+        rows = await q.project_rows(conn, project_id, dim, PROJECT_COUNT_CAP)
+        if rows <= self.exact_max_rows:
+            return ProjectStats(segments, rows)
+        caps = [
+            (s.lo, s.hi, segment_cap(s, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor))
+            for s in segments
+        ]
+        return ProjectStats(segments, rows, tuple(await q.segment_rows(conn, project_id, dim, caps)))

