@@ -91,10 +91,14 @@ WHERE datname = current_database() AND application_name = 'vdb-grpc' AND wait_ev
   AND wait_event = 'relation'
 """
 
-INDEXER_SETTLED = """
+#: The indexer is done with the rows: all sealed into a segment whose HNSW index (embeddings_hnsw_4_<lo>_<hi>,
+#: docs/search.md) is built, and no CREATE INDEX CONCURRENTLY still running (its index is not valid yet).
+INDEXER_SETTLED = r"""
 SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE NOT indexed)
    AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-               WHERE c.relname = 'embeddings_hnsw_4' AND i.indisvalid)
+               WHERE c.relname LIKE 'embeddings\_hnsw\_4\_%' AND i.indisvalid)
+   AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                   WHERE c.relname LIKE 'embeddings\_hnsw\_%' AND NOT i.indisvalid)
 """
 
 

@@ -455,6 +455,7 @@ async def test_stream_rate_limit_carries_retry_info(vdb, fake) -> None:
 
 async def test_the_key_appears_in_no_response_log_record_or_error(vdb, fake, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # the service's log setup quiets httpx; here it must speak
     await add_standard(vdb, "query-key", "openai", "query_param", "key")
     alice = await world(vdb, fake, "openai", standard="query-key")
     md = bearer(alice)
