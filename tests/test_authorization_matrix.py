@@ -357,9 +357,7 @@ async def _call(world: World, key: str, caller: str) -> tuple[str, str]:
 async def test_every_cell_of_the_matrix(db_uri: str, server_settings: Any, fake: FakeProvider) -> None:
     """All RPCs x all callers: the status of the table; a refused call leaves every table as it was and calls
     no provider; a successful call of a ``provider`` row really embeds (query cache off: every one calls)."""
-    async with server_with(
-        db_uri, server_settings, indexer=False, auth_cache_seconds=0.0, query_cache_size=0
-    ) as vdb:
+    async with server_with(db_uri, server_settings, indexer=False, auth_cache_seconds=0.0, query_cache_size=0) as vdb:
         world = await _make_world(vdb, fake)
         baseline = await world.digest()
         deviations: list[str] = []
