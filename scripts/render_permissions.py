@@ -47,6 +47,11 @@ Rules behind the cells: a caller who may not see a project, instance or definiti
 whether or not it exists (only the admin and the named owner are told NOT_FOUND); without a key the answer is
 UNAUTHENTICATED instead. What a refused stream leaves behind, how withdrawn access is handled and what
 concurrent calls guarantee is in [reliability.md](reliability.md).
+
+Calls that embed with the instance's provider (EmbedTexts, UpsertTexts, StreamUpsertTexts, SearchSimilar
+by text; see [server-side-embedding.md](server-side-embedding.md)) spend the instance owner's provider quota:
+EmbedTexts needs any role on the instance, a text search needs a key even on a public_read project, and a
+refused call never reaches the provider (the test counts the fake provider's requests for every cell).
 """
 
 

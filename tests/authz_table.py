@@ -9,7 +9,9 @@ The world every cell runs in (reset after every successful call):
 - alice owns instance ``alice/inst`` (shared with eddie as editor and rita as reader), definition
   ``alice/defn`` (shared with rita as reader), and projects ``alice/proj`` and ``alice/pub`` (``public_read``),
   both bound to ``alice/inst``, shared with eddie (editor) and rita (reader), each holding embedding ``t1``;
-- oscar is a user with nothing shared with him; the API standard ``unused`` is used by nothing.
+- oscar is a user with nothing shared with him; the API standard ``unused`` is used by nothing;
+- ``alice/inst`` points at a fake embedding provider on 127.0.0.1 (tests/fake_provider.py), with a key, so
+  the rows marked ``provider`` really embed when they succeed (and the test checks a refused one called nothing).
 
 Callers (columns): the admin key; alice ("owner" of everything the requests name; for UserService the
 user herself); eddie ("editor": his share role on alice's project and instance; nothing on the definition,
@@ -19,6 +21,9 @@ same request aimed at ``alice/pub`` where it names a project, else the anonymous
 
 Every request names alice's resources explicitly (owner "alice"), so a cell answers "may this caller do this
 to alice's resource?". Statuses are gRPC code names; OK means the call succeeded.
+
+A row is one RPC, or one distinct case of an RPC (``case``: SearchSimilar by text follows other rules than
+SearchSimilar by text_id or vector, so it has a row of its own).
 """
 
 from __future__ import annotations
@@ -49,14 +54,23 @@ class Row:
     method: str
     request: str
     statuses: tuple[str, ...]
+    #: Which case of ``method`` the row is ("" = the RPC as a whole); names the row in ``BY_KEY``.
+    case: str = ""
+    #: A successful call embeds with alice/inst's provider (spending alice's provider quota).
+    provider: bool = False
+
+    @property
+    def key(self) -> str:
+        """``Service/Method``, or ``Service/Method (case)``."""
+        return f"{self.method} ({self.case})" if self.case else self.method
 
     def expected(self, caller: str) -> str:
         return self.statuses[CALLERS.index(caller)]
 
 
-def _row(method: str, request: str, *statuses: str) -> Row:
+def _row(method: str, request: str, *statuses: str, case: str = "", provider: bool = False) -> Row:
     assert len(statuses) == len(CALLERS), method
-    return Row(method, request, statuses)
+    return Row(method, request, statuses, case, provider)
 
 
 #: Who may do what, by the rule each RPC follows (columns as ``CALLERS``).
@@ -70,6 +84,9 @@ PROJECT_WRITE = (OK, OK, OK, PD, PD, UA, UA, UA)
 INSTANCE_READ = (OK, OK, OK, OK, PD, UA, UA, UA)
 INSTANCE_WRITE = (OK, OK, OK, PD, PD, UA, UA, UA)
 DEFINITION_READ = (OK, OK, PD, OK, PD, UA, UA, UA)
+#: Project read, but never without a key: the call spends the project instance's provider quota
+#: (domain/texts.py ``Texts.search`` refuses an anonymous caller first, public_read or not).
+PROJECT_READ_WITH_KEY = (OK, OK, OK, OK, PD, UA, UA, UA)
 
 TABLE: tuple[Row, ...] = (
     # UserService
@@ -103,6 +120,17 @@ TABLE: tuple[Row, ...] = (
     _row("EmbeddingService/DeleteEmbedding", "delete t1 of alice/proj", *PROJECT_WRITE),
     _row("EmbeddingService/DeleteAllEmbeddings", "empty alice/proj", *PROJECT_WRITE),
     _row("EmbeddingService/SearchSimilar", "search alice/proj like t1", *PROJECT_READ),
+    _row(
+        "EmbeddingService/SearchSimilar",
+        "search alice/proj for a text (a key even on alice/pub: it spends alice's provider quota)",
+        *PROJECT_READ_WITH_KEY,
+        case="text",
+        provider=True,
+    ),
+    # server-side embedding: EmbedTexts needs a role on the instance (any share role), not on a project
+    _row("EmbeddingService/EmbedTexts", "embed a text with alice/inst", *INSTANCE_READ, provider=True),
+    _row("EmbeddingService/UpsertTexts", "embed and store t2 in alice/proj", *PROJECT_WRITE, provider=True),
+    _row("EmbeddingService/StreamUpsertTexts", "stream t2's text to alice/proj", *PROJECT_WRITE, provider=True),
     # LlmDefinitionService
     _row("LlmDefinitionService/CreateDefinition", "create alice/newd", *OWNER_OR_ADMIN),
     _row("LlmDefinitionService/GetDefinition", "read alice/defn", *DEFINITION_READ),
@@ -128,4 +156,5 @@ TABLE: tuple[Row, ...] = (
     _row("AdminService/ReencryptApiKeys", "re-encrypt provider keys", *ADMIN_ONLY),
 )
 
-BY_METHOD = {row.method: row for row in TABLE}
+BY_KEY = {row.key: row for row in TABLE}
+METHODS = {row.method for row in TABLE}

@@ -1,8 +1,10 @@
 """Every RPC x every kind of caller over real gRPC, against the one table in tests/authz_table.py.
 
 Each cell asserts the status the table states. A refused call must change nothing: a digest of every table's
-rows is compared before and after it. A successful call may change the world; it is restored afterwards from a
-copy taken once (so every cell starts from the same state, with the same ids).
+rows is compared before and after it, and it must not have called the provider (alice/inst points at a fake
+provider on 127.0.0.1 whose requests are counted: a successful call of a ``provider`` row calls it, every other
+call does not). A successful call may change the world; it is restored afterwards from a copy taken once (so
+every cell starts from the same state, with the same ids).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any
 
 import grpc
 import pytest
-from authz_table import BY_METHOD, CALLERS, TABLE
+from authz_table import BY_KEY, CALLERS, METHODS, TABLE
 from embedding_helpers import server_with
+from fake_provider import FakeProvider
 from google.protobuf.field_mask_pb2 import FieldMask
 from harness import ADMIN, ANON, Harness, bearer
 from llm_helpers import create_definition, create_instance, share_instance
+from text_helpers import PROVIDER_KEY
 
 from vdb_grpc.server import SERVICE_NAMES
 from vdb_grpc.v1 import admin_pb2 as apb
@@ -33,6 +37,22 @@ from vdb_grpc.v1 import user_pb2 as upb
 
 ROOT = Path(__file__).resolve().parents[1]
 WRONG_KEY = "f" * 64
+#: alice/inst's dimensions (llm_helpers.instance) and so the fake provider's.
+DIMS = 3
+
+
+@pytest.fixture
+def server_settings(server_settings):  # type: ignore[no-untyped-def]
+    """The fake provider listens on 127.0.0.1, which the server refuses to call unless allowed."""
+    return server_settings.replace(provider_allow=("127.0.0.1",), provider_retries=0, provider_timeout_seconds=5.0)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    provider = FakeProvider(dims=DIMS).start()
+    yield provider
+    provider.stop()
+
 
 #: request builders by method; ``project`` is "proj", or "pub" for the public-project column
 Builder = Callable[[str], Any]
@@ -100,6 +120,20 @@ REQUESTS: dict[str, Builder] = {
     "EmbeddingService/DeleteAllEmbeddings": lambda p: epb.DeleteAllEmbeddingsRequest(owner="alice", project_handle=p),
     "EmbeddingService/SearchSimilar": lambda p: epb.SearchSimilarRequest(
         owner="alice", project_handle=p, text_id="t1", threshold=-1
+    ),
+    "EmbeddingService/SearchSimilar (text)": lambda p: epb.SearchSimilarRequest(
+        owner="alice", project_handle=p, text="the first text", threshold=-1
+    ),
+    "EmbeddingService/EmbedTexts": lambda p: epb.EmbedTextsRequest(instance="alice/inst", texts=["a text"]),
+    "EmbeddingService/UpsertTexts": lambda p: epb.UpsertTextsRequest(
+        owner="alice", project_handle=p, items=[epb.TextItem(text_id="t2", text="the second text")]
+    ),
+    "EmbeddingService/StreamUpsertTexts": lambda p: iter(
+        [
+            epb.StreamUpsertTextsRequest(
+                owner="alice", project_handle=p, items=[epb.TextItem(text_id="t2", text="the second text")]
+            )
+        ]
     ),
     "LlmDefinitionService/CreateDefinition": lambda p: dpb.CreateDefinitionRequest(
         definition=dpb.LlmDefinition(
@@ -181,12 +215,12 @@ def _proto_methods() -> Iterator[str]:
 
 def test_every_rpc_has_a_row_and_a_request() -> None:
     declared = set(_proto_methods())
-    assert declared == set(BY_METHOD), (
-        f"RPCs without a row in tests/authz_table.py: {sorted(declared - set(BY_METHOD))}; "
-        f"rows for RPCs that do not exist: {sorted(set(BY_METHOD) - declared)}"
+    assert declared == METHODS, (
+        f"RPCs without a row in tests/authz_table.py: {sorted(declared - METHODS)}; "
+        f"rows for RPCs that do not exist: {sorted(METHODS - declared)}"
     )
-    assert set(REQUESTS) == set(BY_METHOD)
-    assert len(TABLE) == len(BY_METHOD)
+    assert set(REQUESTS) == set(BY_KEY)
+    assert len(TABLE) == len(BY_KEY)
 
 
 def test_docs_permissions_is_rendered_from_the_table() -> None:
@@ -254,10 +288,11 @@ class World:
             await conn.execute(self._restore_sql)
 
 
-async def _make_world(vdb: Harness) -> World:
+async def _make_world(vdb: Harness, fake: FakeProvider) -> World:
     keys = {u: await vdb.create_user(u) for u in ("alice", "eddie", "rita", "oscar")}
     alice = keys["alice"]
-    await create_instance(vdb, alice, "inst")
+    # the "openai" standard's request_shape is openai, which the fake speaks at this path
+    await create_instance(vdb, alice, "inst", endpoint=fake.url("openai"), api_key=PROVIDER_KEY)
     await share_instance(vdb, "alice", "inst", "eddie", "editor")
     await share_instance(vdb, "alice", "inst", "rita", "reader")
     await create_definition(vdb, alice, "defn")
@@ -308,10 +343,10 @@ def _stub(vdb: Harness, service: str) -> Any:
     }[service]
 
 
-async def _call(world: World, method: str, caller: str) -> tuple[str, str]:
-    service, name = method.split("/")
+async def _call(world: World, key: str, caller: str) -> tuple[str, str]:
+    service, name = BY_KEY[key].method.split("/")
     project = "pub" if caller == "public" else "proj"
-    request = REQUESTS[method](project)
+    request = REQUESTS[key](project)
     try:
         await getattr(_stub(world.vdb, service), name)(request, metadata=world.metadata(caller))
     except grpc.aio.AioRpcError as err:
@@ -319,21 +354,27 @@ async def _call(world: World, method: str, caller: str) -> tuple[str, str]:
     return "OK", ""
 
 
-async def test_every_cell_of_the_matrix(db_uri: str, server_settings: Any) -> None:
-    """All RPCs x all callers: the status of the table; a refused call leaves every table as it was."""
-    async with server_with(db_uri, server_settings, indexer=False, auth_cache_seconds=0.0) as vdb:
-        world = await _make_world(vdb)
+async def test_every_cell_of_the_matrix(db_uri: str, server_settings: Any, fake: FakeProvider) -> None:
+    """All RPCs x all callers: the status of the table; a refused call leaves every table as it was and calls
+    no provider; a successful call of a ``provider`` row really embeds (query cache off: every one calls)."""
+    async with server_with(db_uri, server_settings, indexer=False, auth_cache_seconds=0.0, query_cache_size=0) as vdb:
+        world = await _make_world(vdb, fake)
         baseline = await world.digest()
         deviations: list[str] = []
         changed: list[str] = []
+        provider: list[str] = []
         cells = 0
         for row in TABLE:
             for caller in CALLERS:
                 cells += 1
-                code, details = await _call(world, row.method, caller)
+                calls_before = len(fake.requests)
+                code, details = await _call(world, row.key, caller)
+                calls = len(fake.requests) - calls_before
                 expected = row.expected(caller)
                 if code != expected:
-                    deviations.append(f"{row.method} as {caller}: {code} ({details[:120]}), expected {expected}")
+                    deviations.append(f"{row.key} as {caller}: {code} ({details[:120]}), expected {expected}")
+                if calls != (1 if row.provider and code == "OK" else 0):
+                    provider.append(f"{row.key} as {caller} ({code}) made {calls} provider requests")
                 if code == "OK":
                     await world.restore()
                     assert await world.digest() == baseline, "the world could not be restored"
@@ -341,24 +382,26 @@ async def test_every_cell_of_the_matrix(db_uri: str, server_settings: Any) -> No
                     after = await world.digest()
                     if after != baseline:
                         diff = sorted(t for t in after if after[t] != baseline.get(t))
-                        changed.append(f"{row.method} as {caller} ({code}) changed {diff}")
+                        changed.append(f"{row.key} as {caller} ({code}) changed {diff}")
                         await world.restore()
         assert deviations == [], "\n".join(deviations)
         assert changed == [], "\n".join(changed)
+        assert provider == [], "\n".join(provider)
+        assert fake.requests and all(r.key_places(PROVIDER_KEY) for r in fake.requests)
         assert cells == len(TABLE) * len(CALLERS)
 
 
 @pytest.mark.parametrize("caller", ["anonymous", "wrong_key", "other"])
 async def test_the_digest_notices_a_change_and_restore_undoes_it(
-    db_uri: str, server_settings: Any, caller: str
+    db_uri: str, server_settings: Any, fake: FakeProvider, caller: str
 ) -> None:
     """The digest notices even a change of one timestamp, so 'changed nothing' above could fail."""
     async with server_with(db_uri, server_settings, indexer=False, auth_cache_seconds=0.0) as vdb:
-        await _check_digest(vdb, caller)
+        await _check_digest(vdb, fake, caller)
 
 
-async def _check_digest(vdb: Harness, caller: str) -> None:
-    world = await _make_world(vdb)
+async def _check_digest(vdb: Harness, fake: FakeProvider, caller: str) -> None:
+    world = await _make_world(vdb, fake)
     before = await world.digest()
     await vdb.pool.execute(
         "UPDATE projects SET updated_at = updated_at + interval '1 second' WHERE project_handle = 'pub'"

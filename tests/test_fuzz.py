@@ -4,6 +4,11 @@ INTERNAL or UNKNOWN, never take longer than a generous bound, and a refused requ
 One server and database serve the whole module (hypothesis runs many examples per test; function-scoped
 fixtures would be shared between them anyway). The short run is in the default suite; ``-m slow`` runs
 10,000+ requests.
+
+Server-side embedding is fuzzed for real: alice/inst points at a fake provider on 127.0.0.1 (with a key), so
+EmbedTexts, UpsertTexts, StreamUpsertTexts and text searches that pass the checks reach it. No request leaves
+the machine: host names are never resolved in this module (a fuzzed CreateInstance/UpdateInstance may name
+any endpoint), and only literal loopback addresses are allowed.
 """
 
 from __future__ import annotations
@@ -12,18 +17,25 @@ import base64
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
-from embedding_helpers import World, make_world
+from embedding_helpers import DIMS, World, make_world
+from fake_provider import FakeProvider
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from harness import ADMIN, ANON, Harness, bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shared_hostile import PATHOLOGICAL_SCHEMAS, all_rpcs, call, snapshot
+from text_helpers import PROVIDER_KEY
+
+from vdb_grpc.errors import Unavailable
+from vdb_grpc.providers import egress
+from vdb_grpc.v1 import embedding_pb2 as epb
+from vdb_grpc.v1 import llm_instance_pb2 as ipb
 
 #: What these tests send as keys are attack inputs, not secrets (tests/secrets_scan.py).
 pytestmark = pytest.mark.adversarial_values
@@ -100,6 +112,14 @@ PAGE_TOKENS = [
 ]
 
 strings = st.one_of(st.sampled_from(ADVERSARIAL_STRINGS), st.text(max_size=40))
+#: A fuzzed provider key carries a prefix no other field holds: the suite's secrets scan (tests/secrets_scan.py)
+#: learns every api_key a request sends, and a hostile value that is also sent as a handle (and echoed in its
+#: INVALID_ARGUMENT) would otherwise read as a leaked key, here or in any later test. Short ones are not learned.
+API_KEY_PREFIX = "fuzz-api-key-"
+api_keys = st.one_of(
+    st.text(max_size=15),
+    strings.map(lambda s: API_KEY_PREFIX + s),
+)
 json_scalars = st.one_of(st.none(), st.booleans(), st.sampled_from(FLOATS), st.integers(-(2**60), 2**60), strings)
 json_values = st.recursive(
     json_scalars,
@@ -174,6 +194,8 @@ def _fill_field(data: st.DataObject, msg: Any, fd: FieldDescriptor, depth: int) 
     if t == FieldDescriptor.TYPE_STRING:
         if fd.name == "page_token":
             value = data.draw(st.one_of(st.sampled_from(PAGE_TOKENS), strings))
+        elif fd.name == "api_key":
+            value = data.draw(api_keys)
         elif fd.name == "metadata_schema":
             value = data.draw(
                 st.one_of(st.sampled_from(list(PATHOLOGICAL_SCHEMAS.values())), strings, json_values.map(json.dumps))
@@ -200,8 +222,22 @@ def _fill_field(data: st.DataObject, msg: Any, fd: FieldDescriptor, depth: int) 
         setattr(msg, fd.name, value)
 
 
+async def _no_lookup(host: str, port: int, instance: str) -> list[Any]:
+    raise Unavailable(f"the endpoint host of instance {instance} does not resolve (no DNS in the fuzz tests)")
+
+
 @pytest.fixture(scope="module")
-async def fuzz_world(empty_database_factory: Any, migrated_template: str) -> AsyncIterator[World]:
+def fuzz_fake() -> Iterator[FakeProvider]:
+    """The provider alice/inst of the fuzz world points at."""
+    fake = FakeProvider(dims=DIMS).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+async def fuzz_world(
+    empty_database_factory: Any, migrated_template: str, fuzz_fake: FakeProvider
+) -> AsyncIterator[World]:
     from harness import ENCRYPTION_KEY
 
     from vdb_grpc.db import create_pool
@@ -218,17 +254,34 @@ async def fuzz_world(empty_database_factory: Any, migrated_template: str) -> Asy
         pool_max_size=4,
         shutdown_grace_seconds=1.0,
         auth_cache_seconds=0.0,
+        provider_allow=("127.0.0.1",),
+        provider_retries=0,
+        provider_timeout_seconds=2.0,
     )
+    fake = fuzz_fake
+    patch = pytest.MonkeyPatch()
+    patch.setattr(egress, "_lookup", _no_lookup)
     pool = await create_pool(uri, settings)
     server = build_server(settings, pool)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        yield await make_world(Harness(channel=channel, pool=pool, port=server.port))
+        world = await make_world(Harness(channel=channel, pool=pool, port=server.port))
+        await world.vdb.instances.UpdateInstance(
+            ipb.UpdateInstanceRequest(
+                instance=ipb.LlmInstance(
+                    owner="alice", instance_handle="inst", endpoint=fake.url("openai"), api_key=PROVIDER_KEY
+                ),
+                update_mask={"paths": ["endpoint", "api_key"]},
+            ),
+            metadata=ADMIN,
+        )
+        yield world
     finally:
         await channel.close()
         await server.stop(None)
         await pool.close()
+        patch.undo()
 
 
 async def _one(world: World, rpc: Any, data: st.DataObject) -> None:
@@ -250,6 +303,16 @@ async def _one(world: World, rpc: Any, data: st.DataObject) -> None:
         return
     elapsed = time.monotonic() - started
     assert elapsed < BOUND, f"{rpc.method.name} took {elapsed:.1f}s"
+
+
+async def test_the_fuzz_world_embeds_for_real(fuzz_world: World, fuzz_fake: FakeProvider) -> None:
+    """The text RPCs are fuzzed past their checks: alice/inst reaches the fake provider."""
+    before = len(fuzz_fake.requests)
+    resp = await fuzz_world.vdb.embeddings.EmbedTexts(
+        epb.EmbedTextsRequest(instance="alice/inst", texts=["fuzz"]), metadata=fuzz_world.md("alice")
+    )
+    assert len(resp.vectors) == 1 and len(resp.vectors[0].values) == DIMS
+    assert len(fuzz_fake.requests) == before + 1
 
 
 SHORT = settings(

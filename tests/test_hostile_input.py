@@ -202,7 +202,18 @@ def _tag(field: int) -> bytes:
     ids=["invalid-utf8", "lone-surrogate", "truncated", "overlong-varint", "open-group"],
 )
 @pytest.mark.parametrize(
-    "method", ["GetUser", "DeleteUser", "CreateUser", "ListProjects", "StreamUpsertEmbeddings", "SearchSimilar"]
+    "method",
+    [
+        "GetUser",
+        "DeleteUser",
+        "CreateUser",
+        "ListProjects",
+        "StreamUpsertEmbeddings",
+        "SearchSimilar",
+        "EmbedTexts",
+        "UpsertTexts",
+        "StreamUpsertTexts",
+    ],
 )
 async def test_undecodable_requests_are_invalid_argument(world: World, body: bytes, method: str) -> None:
     before = await snapshot(world.vdb.pool)
@@ -367,6 +378,21 @@ async def test_overlong_values_are_echoed_short(world: World, length: int) -> No
             ),
             metadata=world.md("alice"),
         ),
+        world.vdb.embeddings.EmbedTexts(pb.EmbedTextsRequest(instance=handle, texts=["x"]), metadata=world.md("alice")),
+        world.vdb.embeddings.EmbedTexts(
+            pb.EmbedTextsRequest(instance=f"{handle}/inst", texts=["x"]), metadata=world.md("alice")
+        ),
+        world.vdb.embeddings.UpsertTexts(
+            pb.UpsertTextsRequest(owner="alice", project_handle="proj", items=[pb.TextItem(text_id=handle, text="x")]),
+            metadata=world.md("alice"),
+        ),
+        world.vdb.embeddings.StreamUpsertTexts(
+            iter([pb.StreamUpsertTextsRequest(owner="alice", project_handle=handle, items=[])]),
+            metadata=world.md("alice"),
+        ),
+        world.vdb.embeddings.SearchSimilar(
+            pb.SearchSimilarRequest(owner=handle, project_handle="pub", text="x"), metadata=world.md("alice")
+        ),
     ]
     for c in calls:
         err = await rpc_error(c, C.INVALID_ARGUMENT)
@@ -413,3 +439,125 @@ async def test_a_streamed_message_refused_at_the_boundary_fails_as_its_batch(wor
     assert err.details().startswith("batch 2: embeddings[1].text_id: must not contain NUL"), err.details()
     assert error_info(err)["committed_batches"] == "2"
     assert set(await world.rows()) == {"s0", "s1"}
+
+
+def _text_item(text_id: str, text: str, **metadata: Any) -> pb.TextItem:
+    item = pb.TextItem(text_id=text_id, text=text)
+    if metadata:
+        item.metadata.update(metadata)
+    return item
+
+
+async def test_hostile_text_requests_are_refused_with_the_right_status(world: World) -> None:
+    # the server-side embedding RPCs: each hostile request ends in its status (never INTERNAL/UNKNOWN), before
+    # any provider call (this world's instances have no API key: a request passing every check ends in
+    # FAILED_PRECONDITION NO_API_KEY, still before the provider) and storing nothing
+    alice = world.md("alice")
+    big = 5000 + 1  # VDB_MAX_BATCH_ITEMS is 5000
+    cases: list[tuple[str, Any, grpc.StatusCode, str]] = [
+        ("embed: no instance", pb.EmbedTextsRequest(texts=["x"]), C.INVALID_ARGUMENT, "instance"),
+        ("embed: a/b/c", pb.EmbedTextsRequest(instance="a/b/c", texts=["x"]), C.INVALID_ARGUMENT, "instance"),
+        (
+            "embed: a built-in definition",
+            pb.EmbedTextsRequest(instance="_system/openai-small", texts=["x"]),
+            C.INVALID_ARGUMENT,
+            "instance",
+        ),
+        ("embed: empty text", pb.EmbedTextsRequest(instance="inst", texts=["ok", ""]), C.INVALID_ARGUMENT, "texts[1]"),
+        (
+            "embed: too many texts",
+            pb.EmbedTextsRequest(instance="inst", texts=["x"] * big),
+            C.INVALID_ARGUMENT,
+            "texts",
+        ),
+        (
+            "embed: beyond the context_limit",
+            pb.EmbedTextsRequest(instance="inst", texts=["x" * 300_000]),
+            C.INVALID_ARGUMENT,
+            "texts[0]",
+        ),
+        ("embed: absent instance", pb.EmbedTextsRequest(instance="nope", texts=["x"]), C.NOT_FOUND, ""),
+        ("embed: passes every check", pb.EmbedTextsRequest(instance="inst", texts=["x"]), C.FAILED_PRECONDITION, ""),
+        (
+            "upsert: empty text, twice the same text_id, NaN metadata",
+            pb.UpsertTextsRequest(
+                owner="alice",
+                project_handle="proj",
+                items=[_text_item("a", ""), _text_item("b", "x"), _text_item("b", "y", k=float("nan"))],
+            ),
+            C.INVALID_ARGUMENT,
+            "items[0].text",
+        ),
+        (
+            "upsert: metadata against the schema",
+            pb.UpsertTextsRequest(owner="alice", project_handle="schema", items=[_text_item("a", "x", year="1781")]),
+            C.INVALID_ARGUMENT,
+            "items[0].metadata",
+        ),
+        (
+            "upsert: a project without instance",
+            pb.UpsertTextsRequest(owner="alice", project_handle="orphan", items=[_text_item("a", "x")]),
+            C.FAILED_PRECONDITION,
+            "",
+        ),
+        (
+            "search: empty text",
+            pb.SearchSimilarRequest(owner="alice", project_handle="pub", text=""),
+            C.INVALID_ARGUMENT,
+            "text",
+        ),
+        (
+            "search: limit out of range",
+            pb.SearchSimilarRequest(owner="alice", project_handle="pub", text="x", limit=-1),
+            C.INVALID_ARGUMENT,
+            "limit",
+        ),
+        (
+            "search: a project without instance",
+            pb.SearchSimilarRequest(owner="alice", project_handle="orphan", text="x"),
+            C.FAILED_PRECONDITION,
+            "",
+        ),
+    ]
+    before = await snapshot(world.vdb.pool)
+    wrong: list[str] = []
+    for name, request, code, field in cases:
+        method = {
+            pb.EmbedTextsRequest: world.vdb.embeddings.EmbedTexts,
+            pb.UpsertTextsRequest: world.vdb.embeddings.UpsertTexts,
+            pb.SearchSimilarRequest: world.vdb.embeddings.SearchSimilar,
+        }[type(request)]
+        started = time.monotonic()
+        try:
+            await method(request, metadata=alice)
+            wrong.append(f"{name}: OK")
+            continue
+        except grpc.aio.AioRpcError as err:
+            fields = [f for f, _ in field_violations(err)]
+            if err.code() != code or (field and field not in fields):
+                wrong.append(f"{name}: {err.code().name} {fields} {err.details()[:200]}")
+        assert time.monotonic() - started < FAST, name
+    assert wrong == []
+    assert await snapshot(world.vdb.pool) == before
+
+
+async def test_hostile_text_streams_fail_at_their_batch(world: World) -> None:
+    # an empty text, a project without instance, a later message naming another project, no project: the
+    # stream fails at that batch, saying how many batches were committed, and nothing is stored
+    from embedding_helpers import error_info
+
+    def msg(project: str, *items: pb.TextItem) -> pb.StreamUpsertTextsRequest:
+        return pb.StreamUpsertTextsRequest(owner="alice", project_handle=project, items=list(items))
+
+    before = await snapshot(world.vdb.pool)
+    for messages, code, words, committed in (
+        ([msg("proj", _text_item("a", ""))], C.INVALID_ARGUMENT, "batch 0: items[0].text", "0"),
+        ([msg("orphan", _text_item("a", "x"))], C.FAILED_PRECONDITION, "batch 0: ", "0"),
+        ([msg("proj"), msg("pub", _text_item("a", "x"))], C.INVALID_ARGUMENT, "batch 1: ", "1"),
+        ([msg("")], C.INVALID_ARGUMENT, "", None),
+    ):
+        err = await rpc_error(world.vdb.embeddings.StreamUpsertTexts(iter(messages), metadata=world.md("alice")), code)
+        assert err.details().startswith(words), err.details()
+        if committed is not None:
+            assert error_info(err).get("committed_batches") == committed, (err.details(), error_info(err))
+    assert await snapshot(world.vdb.pool) == before
