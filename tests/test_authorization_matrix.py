@@ -43,8 +43,11 @@ DIMS = 3
 
 @pytest.fixture
 def server_settings(server_settings):  # type: ignore[no-untyped-def]
-    """The fake provider listens on 127.0.0.1, which the server refuses to call unless allowed."""
-    return server_settings.replace(provider_allow=("127.0.0.1",), provider_retries=0, provider_timeout_seconds=5.0)
+    """The fake provider listens on 127.0.0.1, which the server refuses to call unless allowed; the admin's
+    ResetDatabase cell needs VDB_ALLOW_RESET (its refusal without it is tested in tests/test_admin.py)."""
+    return server_settings.replace(
+        provider_allow=("127.0.0.1",), provider_retries=0, provider_timeout_seconds=5.0, allow_reset=True
+    )
 
 
 @pytest.fixture
@@ -275,7 +278,10 @@ class World:
             self._restore_sql = (
                 "SET session_replication_role = replica;"
                 f" TRUNCATE {quoted};"
-                + "".join(f' INSERT INTO public."{t}" SELECT * FROM frozen."{t}";' for t in tables)
+                # OVERRIDING SYSTEM VALUE: identity columns GENERATED ALWAYS (index_segments.segment) take the copy
+                + "".join(
+                    f' INSERT INTO public."{t}" OVERRIDING SYSTEM VALUE SELECT * FROM frozen."{t}";' for t in tables
+                )
                 + "".join(f" SELECT setval('{r['s']}', {r['last_value']}, true);" for r in sequences)
                 + " RESET session_replication_role;"
             )
