@@ -289,6 +289,8 @@ class Instances:
 
         async def attempt() -> builtins.list[str]:
             async with self._pool.acquire() as conn, conn.transaction():
+                if force:  # the projects it unbinds first, then the instance: the order uploads lock them in
+                    await self._lock_bound_projects(conn, owner, handle, None)
                 row = await q.get_instance(conn, owner, handle, None, for_update=True)
                 if row is None:
                     raise NotFound.resource_missing("instance", name, owner)
@@ -343,6 +345,8 @@ class Instances:
 
         async def attempt() -> tuple[bool, builtins.list[str]]:
             async with self._pool.acquire() as conn, conn.transaction():
+                if force and user_handle != owner:  # the projects it unbinds first, then the instance (see delete)
+                    await self._lock_bound_projects(conn, owner, handle, user_handle)
                 row = await q.get_instance(conn, owner, handle, None, for_update=True)
                 if row is None:
                     raise NotFound.resource_missing("instance", name, owner)
@@ -364,6 +368,20 @@ class Instances:
             return removed, detached
 
         return await retry_conflicts(attempt, f"unshare instance {name}")
+
+    @staticmethod
+    async def _lock_bound_projects(
+        conn: asyncpg.Connection, owner: str, handle: str, project_owner: str | None
+    ) -> None:
+        """Lock the projects (of ``project_owner``, or all) bound to instance owner/handle, if it exists.
+
+        Uploads lock their project and then its instance; taking the projects before the instance row here
+        keeps one order, so an unbinding change and an upload wait for each other instead of deadlocking
+        (PostgreSQL would abort one after deadlock_timeout, and retries could run out under load).
+        """
+        found = await q.get_instance(conn, owner, handle, None)
+        if found is not None:
+            await q.lock_bound_projects(conn, found.instance_id, project_owner)
 
     async def list_shares(
         self, principal: Principal, owner: str, handle: str, page_size: int, page_token: str

@@ -282,6 +282,23 @@ async def projects_of_user_using(conn: asyncpg.Connection, instance_id: int, use
 
 # Unbinds projects (and their embeddings' instance reference) as DeleteUser with force does for other users'
 # projects: they keep their embeddings and show instance_missing until rebound. $2 NULL: every owner's projects.
+LOCK_BOUND_PROJECTS = """
+SELECT project_id FROM projects
+WHERE llm_service_instance_id = $1 AND ($2::text IS NULL OR owner = $2)
+ORDER BY project_id
+FOR UPDATE
+"""
+
+
+async def lock_bound_projects(conn: asyncpg.Connection, instance_id: int, owner: str | None) -> None:
+    """Lock the projects bound to the instance (only ``owner``'s, or all for None) before the instance itself.
+
+    Uploads lock their project, then its instance; a change that unbinds projects from an instance takes the
+    same order (projects, then the instance row), so the two wait for each other instead of deadlocking.
+    """
+    await conn.execute(LOCK_BOUND_PROJECTS, instance_id, owner)
+
+
 DETACH_PROJECTS = """
 WITH detached AS (
     UPDATE projects p SET llm_service_instance_id = NULL, updated_at = now()
