@@ -561,3 +561,39 @@ async def test_hostile_text_streams_fail_at_their_batch(world: World) -> None:
         if committed is not None:
             assert error_info(err).get("committed_batches") == committed, (err.details(), error_info(err))
     assert await snapshot(world.vdb.pool) == before
+
+
+@pytest.mark.parametrize(
+    "body", [b"\x0a\x02\xff\xfe", b"\x0a\x50abc", b"\x0b"], ids=["invalid-utf8", "truncated", "open-group"]
+)
+async def test_undecodable_health_and_reflection_requests_are_invalid_argument(world: World, body: bytes) -> None:
+    """Health and reflection skip authentication, not the decoding boundary (gRPC itself would say UNKNOWN)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = world.vdb.channel
+    check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
+    err = await rpc_error(check(body), C.INVALID_ARGUMENT)
+    assert "cannot be decoded" in (err.details() or "")
+    watch = channel.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in watch(body):
+            pass
+    assert info.value.code() == C.INVALID_ARGUMENT
+    reflect = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in reflect(iter([body])):
+            pass
+    assert info.value.code() == C.INVALID_ARGUMENT
+    # and well-formed requests still work
+    ok = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert ok.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = [
+        a async for a in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    ]
+    assert any("vdb_grpc.v1.EmbeddingService" in s.name for a in answers for s in a.list_services_response.service)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import math
 import time
@@ -242,11 +243,59 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:  # the services are fixed once the server starts: wrap each method once
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(UNAUTHENTICATED_PREFIXES):
+        if handler is None:
             return handler
-        wrapped = self._wrap(method, handler)
+        if method.startswith(UNAUTHENTICATED_PREFIXES):
+            wrapped = self._wrap_decode_only(handler)
+        else:
+            wrapped = self._wrap(method, handler)
         self._wrapped[method] = wrapped
         return wrapped
+
+    def _wrap_decode_only(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Health and reflection: no authentication, no access log, but the same decoding as every other call,
+        so bytes that are no valid request are INVALID_ARGUMENT there too instead of gRPC's UNKNOWN."""
+        deserialize = handler.request_deserializer
+
+        async def decode(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await self._decode(raw, deserialize)
+            except errors.InvalidArgument as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+
+        if handler.unary_unary:
+            unary = handler.unary_unary
+
+            async def unary_call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await unary(await decode(raw, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_call, request_deserializer=_keep_bytes, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
+            writes = handler.unary_stream  # Health.Watch: a coroutine that writes with context.write
+
+            async def watch_call(raw: Any, context: grpc.aio.ServicerContext) -> None:
+                await writes(await decode(raw, context), context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                watch_call, request_deserializer=_keep_bytes, response_serializer=handler.response_serializer
+            )
+        if handler.stream_stream and inspect.isasyncgenfunction(handler.stream_stream):
+            streams = handler.stream_stream  # reflection: an async generator over the request stream
+
+            async def stream_call(raw_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+                async def requests() -> AsyncIterator[Any]:
+                    async for raw in raw_iterator:
+                        yield await decode(raw, context)
+
+                async for item in streams(requests(), context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_call, request_deserializer=_keep_bytes, response_serializer=handler.response_serializer
+            )
+        return handler
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         bump = self._on_access_change if mutates_access(method) else None
