@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ from vdb_grpc.auth import ADMIN
 from vdb_grpc.db import create_pool
 from vdb_grpc.domain.search import Search, SearchQuery
 from vdb_grpc.indexer import Indexer
+from vdb_grpc.indexing.priority import get_nice, renice_workers
 
 DIM = 8
 K = 20
@@ -244,3 +246,69 @@ async def test_rows_indexed_before_segments_get_their_index_beside_the_old_one(p
     await Indexer(pool, seal_min_rows=100).run_until_idle()
     assert await index_names_of(pool) == {"embeddings_hnsw_8_0_0": True}
     await w.check()
+
+
+def local_backend(pid: int) -> bool:
+    """True when backend ``pid`` is a PostgreSQL process of this machine (embedded or local test database)."""
+    try:
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+async def build_backend(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        pid = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND state = 'active'"
+        )
+    assert pid is not None
+    return int(pid)
+
+
+async def test_build_passes_run_at_build_priority_and_hand_back_normal_connections(
+    pool: asyncpg.Pool, world: World
+) -> None:
+    """Embedded mode: the backend of a build pass is reniced while it builds (searches get the CPU first) and
+    is back at nice 0 -- or gone from the pool -- afterwards, so no search runs at build priority."""
+    indexer = Indexer(pool, seal_min_rows=100, build_nice=7)
+    await indexer.run_until_idle()
+    await world.add(300, seed=2)
+    async with HeldBuild(pool) as held:
+        await indexer.run_once()
+        await held.wait_for_index("embeddings_hnsw_8_2_2")
+        backend = await build_backend(pool)
+        if not local_backend(backend):
+            pytest.skip("the test database's backends are not processes of this machine")
+        assert get_nice(backend) == 7
+        async with pool.acquire() as conn:  # every other connection serves at normal priority
+            assert get_nice(conn.get_server_pid()) == 0
+        await world.check()
+    async with asyncio.timeout(60):
+        await indexer.run_until_idle()
+    assert get_nice(backend) in (0, None)
+    for _ in range(pool.get_size()):
+        async with pool.acquire() as conn:
+            assert get_nice(conn.get_server_pid()) == 0
+    await world.check()
+
+
+async def test_parallel_workers_of_a_build_get_its_priority(pool: asyncpg.Pool) -> None:
+    """Parallel workers are new processes of each statement: the watcher renices those of the build's backend
+    (here a parallel query stands in for a parallel build: same leader_pid relation)."""
+    async with pool.acquire() as leader, pool.acquire() as watcher:
+        if not local_backend(leader.get_server_pid()):
+            pytest.skip("the test database's backends are not processes of this machine")
+        await leader.execute("SET debug_parallel_query = on")
+        running = asyncio.create_task(leader.fetch("SELECT pg_sleep(3) FROM (VALUES (1)) v"))
+        try:
+            seen: set[int] = set()
+            async with asyncio.timeout(10):
+                while not seen:
+                    seen = await renice_workers(watcher, leader.get_server_pid(), 9, seen)
+                    await asyncio.sleep(0.05)
+            assert [get_nice(w) for w in seen] == [9] * len(seen)
+            assert get_nice(leader.get_server_pid()) == 0
+            assert await renice_workers(watcher, leader.get_server_pid(), 9, seen) == seen  # each once
+        finally:
+            await running
+            await leader.execute("RESET debug_parallel_query")

@@ -44,6 +44,7 @@ from types import MappingProxyType
 import asyncpg
 
 from vdb_grpc.db import mark_session_state
+from vdb_grpc.indexing.priority import renice, renice_workers
 from vdb_grpc.indexing.sizing import BuildResources, build_resources
 from vdb_grpc.queries import indexer as q
 from vdb_grpc.queries import search as qs
@@ -141,6 +142,7 @@ class Indexer:
         ef_construction: int = q.HNSW_EF_CONSTRUCTION,
         build_memory_bytes: int | None = None,
         build_workers: int | None = None,
+        build_nice: int = 0,
     ) -> None:
         """Args:
         pool: the server's pool (up to three connections are held while working: flips, build, progress).
@@ -154,6 +156,9 @@ class Indexer:
         m, ef_construction: HNSW build parameters.
         build_memory_bytes: most memory one build may use (None: ``indexing.sizing``'s share of this machine).
         build_workers: most parallel maintenance workers per build (None: from the CPU count).
+        build_nice: Unix nice value of the backends doing build passes (seals, builds, their VACUUMs) and of
+            their parallel workers, so searches get the CPU first (``indexing.priority``); 0 leaves them alone.
+            Only for a PostgreSQL running on this machine as this user (embedded mode).
         """
         self._pool = pool
         self._chunk_size = chunk_size
@@ -167,6 +172,7 @@ class Indexer:
         self._ef_construction = ef_construction
         self._build_memory_bytes = build_memory_bytes
         self._build_workers = build_workers
+        self._build_nice = build_nice
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._builder: asyncio.Task[None] | None = None
@@ -392,6 +398,9 @@ class Indexer:
                 self._locked_out = True
                 return
             self._locked_out = False
+            backend = conn.get_server_pid()
+            if self._build_nice:
+                renice(backend, self._build_nice)
             try:
                 while True:
                     state = await self._state(conn)
@@ -402,9 +411,14 @@ class Indexer:
             finally:
                 self._building_job = None
                 self._build_status = None
+                if self._build_nice and not renice(backend, 0):
+                    # Not permitted to raise the priority again (RLIMIT_NICE): this backend must not serve
+                    # searches from the pool at build priority, so the pool replaces the connection.
+                    conn.terminate()
             # Not in ``finally``: after a cancellation the connection may still be busy with the cancelled
             # statement; the pool's full reset on release (the lock marked the session) unlocks it then.
-            await q.unlock_indexer(conn)
+            if not conn.is_closed():
+                await q.unlock_indexer(conn)
 
     async def _execute(self, conn: asyncpg.Connection, job: _Job) -> None:
         if job.kind == "drop":
@@ -480,9 +494,12 @@ class Indexer:
     async def _watch(self, job: _Job, pid: int, started: float) -> None:
         """Poll the build's progress; log it every ``progress_interval`` seconds with rate and ETA."""
         next_log = started + self._progress_interval
+        reniced: set[int] = set()
         async with self._pool.acquire() as conn:
             while True:
                 await asyncio.sleep(min(1.0, self._progress_interval))
+                if self._build_nice:
+                    reniced = await renice_workers(conn, pid, self._build_nice, reniced)
                 p = await q.build_progress(conn, pid)
                 now = time.monotonic()
                 elapsed = now - started

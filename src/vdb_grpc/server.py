@@ -215,6 +215,8 @@ def build_server(
         max_segments=settings.index_max_segments,
         build_memory_bytes=settings.index_build_memory_mb * 1024 * 1024 or None,
         build_workers=settings.index_build_workers if settings.index_build_workers >= 0 else None,
+        # Backend ids are processes of this machine only when it runs its own PostgreSQL (indexing.priority).
+        build_nice=settings.index_build_nice if settings.embedded else 0,
     )
     if metrics is not None:
         indexer.on_index_built = metrics.index_built

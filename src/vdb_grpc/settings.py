@@ -157,6 +157,10 @@ class Settings:
     the graph within this); 0 = a quarter of this machine's memory."""
     index_build_workers: int = -1
     """``VDB_INDEX_BUILD_WORKERS``: most parallel maintenance workers per build; -1 = CPUs - 1 (at most 4)."""
+    index_build_nice: int = 10
+    """``VDB_INDEX_BUILD_NICE``: Unix nice value (0-19) of the embedded PostgreSQL's backends while they seal
+    and build index segments (and of their parallel workers), so searches and uploads get the CPU first; 0 =
+    same priority. Ignored with ``VDB_DATABASE_URL`` (those backends are not this machine's processes)."""
 
     @property
     def embedded(self) -> bool:
@@ -350,6 +354,7 @@ class Settings:
         max_segments = integer("VDB_INDEX_MAX_SEGMENTS", cls.index_max_segments, 1, 64)
         build_memory = integer("VDB_INDEX_BUILD_MEMORY_MB", cls.index_build_memory_mb, 0, 1_000_000)
         build_workers = integer("VDB_INDEX_BUILD_WORKERS", cls.index_build_workers, -1, 64)
+        build_nice = integer("VDB_INDEX_BUILD_NICE", cls.index_build_nice, 0, 19)
 
         if problems:
             raise SettingsError(problems)
@@ -401,6 +406,7 @@ class Settings:
             index_max_segments=max_segments,
             index_build_memory_mb=build_memory,
             index_build_workers=build_workers,
+            index_build_nice=build_nice,
         )
 
     @property

@@ -154,6 +154,16 @@ async def build_progress(conn: asyncpg.Connection, pid: int) -> BuildProgress | 
     return BuildProgress(str(r["phase"]), int(r["tuples_done"] or 0), int(r["tuples_total"] or 0))
 
 
+PARALLEL_WORKERS = """
+SELECT pid FROM pg_stat_activity WHERE leader_pid = $1 AND pid <> $1
+"""
+
+
+async def parallel_workers(conn: asyncpg.Connection, leader_pid: int) -> list[int]:
+    """Backend ids of the parallel workers of backend ``leader_pid`` right now."""
+    return [int(r["pid"]) for r in await conn.fetch(PARALLEL_WORKERS, leader_pid)]
+
+
 async def try_lock(conn: asyncpg.Connection, key: tuple[int, int]) -> bool:
     """Session advisory lock; False when another worker (replica) holds it."""
     mark_session_state(conn)  # released explicitly; the pool's full reset is the safety net
