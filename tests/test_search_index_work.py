@@ -189,6 +189,61 @@ async def test_searches_during_a_merge_see_every_row_once(pool: asyncpg.Pool, wo
     await world.check()
 
 
+async def builder_done(indexer: Indexer) -> None:
+    builder = indexer._builder  # the build pass task (internal: the test waits for the pass it held to end)
+    if builder is not None:
+        async with asyncio.timeout(30):
+            await asyncio.wait([builder])
+
+
+async def test_a_merge_gives_way_to_fresh_rows(pool: asyncpg.Pool, world: World) -> None:
+    """Fresh rows waiting for a build cancel a running merge (their segment is built first, the merge later)."""
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=10)
+    await indexer.run_until_idle()
+    for seed in (2, 3):
+        await world.add(300, seed=seed)
+        await indexer.run_until_idle()  # three segments
+    indexer.max_segments = 2
+    async with HeldBuild(pool) as held:
+        await indexer.run_once()  # merges the smallest neighbours, 2 and 3; held
+        await held.wait_for_index("embeddings_hnsw_8_2_3")
+        await world.add(300, seed=4)
+        await indexer.run_once()  # 3 segments < 2 x max_segments: the merge yields
+        await builder_done(indexer)
+    merge = [b for b in indexer.status().recent_builds if b.name == "embeddings_hnsw_8_2_3"]
+    assert merge and merge[0].completed is False
+    await world.check()
+    async with asyncio.timeout(60):
+        await indexer.run_until_idle()
+    builds = [(b.name, b.completed) for b in indexer.status().recent_builds]
+    assert builds.index(("embeddings_hnsw_8_4_4", True)) < builds.index(("embeddings_hnsw_8_2_3", True))
+    assert len(await index_names_of(pool)) == 2
+    await world.check()
+
+
+async def test_a_merge_does_not_give_way_once_segments_pile_up(pool: asyncpg.Pool, world: World) -> None:
+    """With twice max_segments indexes a running merge finishes first: under a steady stream of fresh segments,
+    merges that always yielded would never finish and every search would read ever more segments."""
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=10)
+    await indexer.run_until_idle()
+    await world.add(300, seed=2)
+    await indexer.run_until_idle()  # two segments
+    indexer.max_segments = 1
+    async with HeldBuild(pool) as held:
+        await indexer.run_once()  # merge 1..2, held
+        await held.wait_for_index("embeddings_hnsw_8_1_2")
+        await world.add(300, seed=3)
+        await indexer.run_once()  # 2 segments = 2 x max_segments: the merge goes on
+        assert indexer._building_job is not None and indexer._building_job.kind == "merge"
+        await world.check()
+    async with asyncio.timeout(60):
+        await indexer.run_until_idle()
+    builds = [(b.name, b.completed) for b in indexer.status().recent_builds]
+    assert ("embeddings_hnsw_8_1_2", False) not in builds
+    assert builds.index(("embeddings_hnsw_8_1_2", True)) < builds.index(("embeddings_hnsw_8_3_3", True))
+    await world.check()
+
+
 async def index_names_of(pool: asyncpg.Pool) -> dict[str, bool]:
     async with pool.acquire() as conn:
         return await index_names(conn)

@@ -14,7 +14,8 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
 - **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
   merged: one index over both label ranges is built beside them (no row is rewritten), searches switch to it
   when valid, then the parts are dropped. A merge yields to fresh work: when rows wait for a build, the merge is
-  cancelled and tried again later.
+  cancelled and tried again later -- unless it is about to finish, or its dimension already has twice
+  ``max_segments`` indexes (``_merge_yields``: merges must not starve under a steady stream of fresh rows).
 - **Crash leftovers.** An index left INVALID by a killed build is dropped and rebuilt; a registered segment
   without a valid index (a build that never finished, an index dropped by hand) is rebuilt; rows indexed before
   segments existed (segment 0, the old ``embeddings_hnsw_<N>``) get ``embeddings_hnsw_<N>_0_0`` beside the old
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Flipped rows (each an UPDATE) between two VACUUMs of the table; see ``Indexer._vacuum``.
 VACUUM_AFTER_FLIPS = 5000
+#: A running merge expected to finish within this many seconds is not cancelled for fresh work.
+MERGE_FINISH_SECONDS = 30.0
 #: Recent builds kept for ``status()``.
 RECENT_BUILDS = 20
 
@@ -135,7 +138,7 @@ class Indexer:
         bulk_chunk_size: int = 20_000,
         seal_min_rows: int = 2_000,
         seal_max_rows: int = 250_000,
-        max_segments: int = 4,
+        max_segments: int = 2,
         idle_interval: float = 1.0,
         progress_interval: float = 10.0,
         m: int = q.HNSW_M,
@@ -259,14 +262,31 @@ class Indexer:
         if builder is not None and not builder.done():
             job = self._building_job
             if job is not None and job.kind == "merge" and any(j.kind in ("segment", "seal") for j in jobs):
-                log.info("cancelling the merge %s: fresh rows wait for an index", job.name)
-                builder.cancel()
+                if self._merge_yields(job, state):
+                    log.info("cancelling the merge %s: fresh rows wait for an index", job.name)
+                    builder.cancel()
             return False
         if jobs:
             self._builder = asyncio.create_task(self._build_pass(), name="vdb-index-builder")
             return False
         self._locked_out = False
         return not flipped and not state.backlog
+
+    def _merge_yields(self, job: _Job, state: _State) -> bool:
+        """Whether the running merge ``job`` gives way to fresh rows waiting for a build.
+
+        It does, unless giving way would cost more than it saves: when the merge is due to finish within
+        ``MERGE_FINISH_SECONDS`` (its ETA), or when its dimension already has twice ``max_segments`` indexes
+        (under a steady stream of fresh segments merges would otherwise never finish and every search would read
+        ever more segments).
+        """
+        status = self._build_status
+        if status is not None and status.name == job.name and status.rows_per_second and job.rows:
+            remaining = max(job.rows - status.tuples_done, 0) / status.rows_per_second
+            if remaining <= MERGE_FINISH_SECONDS:
+                return False
+        segments = len(qs.cover([i for i in state.indexes if i.dim == job.dim]))
+        return segments < 2 * self.max_segments
 
     def _reap_builder(self) -> None:
         builder = self._builder
@@ -506,8 +526,10 @@ class Indexer:
                 rate = eta = None
                 if p is not None and p.tuples_done > 0 and elapsed > 0:
                     rate = p.tuples_done / elapsed
-                    if p.tuples_total > p.tuples_done:
-                        eta = (p.tuples_total - p.tuples_done) / rate
+                    # pgvector reports no total while it loads tuples into the graph: the sealed rows are it.
+                    total = p.tuples_total or job.rows
+                    if total > p.tuples_done:
+                        eta = (total - p.tuples_done) / rate
                 self._build_status = BuildStatus(
                     name=job.name,
                     dim=job.dim,

@@ -149,7 +149,7 @@ class Settings:
     index_seal_max_rows: int = 250_000
     """``VDB_INDEX_SEAL_MAX_ROWS``: most rows in one new segment (bounds one build's duration: vacuum of the
     table waits for a running build)."""
-    index_max_segments: int = 4
+    index_max_segments: int = 2
     """``VDB_INDEX_MAX_SEGMENTS``: a dimension with more HNSW index segments than this gets two merged in the
     background (each search reads every segment of its dimension)."""
     index_build_memory_mb: int = 0
