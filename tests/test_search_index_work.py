@@ -367,3 +367,30 @@ async def test_parallel_workers_of_a_build_get_its_priority(pool: asyncpg.Pool) 
         finally:
             await running
             await leader.execute("RESET debug_parallel_query")
+
+
+async def test_stale_project_sizes_are_recounted_in_the_background(pool: asyncpg.Pool, world: World) -> None:
+    """Once a project's size estimate is older than stats_ttl, the next search still plans with it (no search
+    waits for the counting) and a background task counts again; the plan follows the new count then. Searches
+    on the stale plan are still exact over every row (each row lies in exactly one arm)."""
+    await Indexer(pool, seal_min_rows=100).run_until_idle()
+    search = Search(pool, exact_max_rows=50, ef_search=1000, stats_ttl=0.2, segments_ttl=0)
+    world.search = search
+
+    async def plan() -> str:
+        async with pool.acquire() as conn:
+            return (await search.plan_for(conn, world.pid, DIM, K)).kind
+
+    assert await plan() == "hnsw"  # 400 rows
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM embeddings WHERE project_id = $1 AND text_id <> ALL($2)", world.pid, world.ids[:30]
+        )
+    world.ids, world.x = world.ids[:30], world.x[:30]
+    await asyncio.sleep(0.3)
+    assert await plan() == "hnsw"  # stale: served as it was, recounted meanwhile
+    await world.check()
+    async with asyncio.timeout(10):
+        await asyncio.gather(*search._refreshing.values())  # the background recount (internal: the test waits)
+    assert await plan() == "exact"  # 30 rows <= exact_max_rows
+    await world.check()
