@@ -2,7 +2,7 @@
 
 Run by hand:
 
-    .venv/bin/python bench/recall.py [--rows 100000] [--dims 384] [--builds 3] [--ef 40,64,100,150,200]
+    .venv/bin/python bench/recall.py [--rows 100000] [--dims 384] [--builds 3] [--first-build 1] [--ef 40,64,100,150,200]
 
 Starts a private embedded PostgreSQL in a temp dir, loads ROWS clustered vectors (ROWS / 1000 Gaussian clusters,
 as bench/search.py) into one project, lets the service's indexer seal them into one segment and build its index,
@@ -47,6 +47,7 @@ async def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--dims", type=int, default=384)
     ap.add_argument("--builds", type=int, default=3)
+    ap.add_argument("--first-build", type=int, default=1, help="number of the first build (its insertion order)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ef", default="40,64,100,150,200")
     ap.add_argument("--m", type=int, default=16)
@@ -92,7 +93,7 @@ async def main() -> None:
         )
     print(f"rows={args.rows} dims={args.dims} clusters={len(centres)} queries={args.queries} (held out)"
           f" m={args.m} ef_construction={args.ef_construction}", flush=True)  # fmt: skip
-    for build in range(args.builds):
+    for build in range(args.first_build - 1, args.first_build - 1 + args.builds):
         order = np.random.default_rng(100 + build).permutation(args.rows)
         async with pool.acquire() as conn:
             await conn.execute("DELETE FROM embeddings; DELETE FROM embedding_segments")

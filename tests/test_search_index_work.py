@@ -394,3 +394,23 @@ async def test_stale_project_sizes_are_recounted_in_the_background(pool: asyncpg
         await asyncio.gather(*search._refreshing.values())  # the background recount (internal: the test waits)
     assert await plan() == "exact"  # 30 rows <= exact_max_rows
     await world.check()
+
+
+async def test_after_a_merge_counts_carried_over_plan_correct_searches(pool: asyncpg.Pool, world: World) -> None:
+    """A Search that caches project sizes (stats_ttl > 0) plans the first searches after a build and after a
+    merge with carried-over counts, then with recounted ones; every search returns exactly numpy's answer."""
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=10)
+    await indexer.run_until_idle()
+    world.search = Search(pool, exact_max_rows=50, ef_search=1000, stats_ttl=60, segments_ttl=0)
+    await world.check()  # counted: one segment
+    await world.add(300, seed=2)
+    await indexer.run_until_idle()  # a second segment
+    await world.check()  # carried over: the new segment counted 0 (read exactly), recounted meanwhile
+    indexer.max_segments = 1
+    await indexer.run_until_idle()  # merged into one index
+    assert list(await index_names_of(pool)) == ["embeddings_hnsw_8_1_2"]
+    await world.check()  # carried over: 400 + 0 or 400 + 300
+    async with asyncio.timeout(10):
+        await asyncio.gather(*world.search._refreshing.values())
+    assert await world.plan() == "hnsw"
+    await world.check()

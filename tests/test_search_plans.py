@@ -18,7 +18,7 @@ from search_fixtures import add_embeddings, clustered, exact_top, make_project, 
 
 from vdb_grpc.auth import ADMIN
 from vdb_grpc.db import create_pool
-from vdb_grpc.domain.search import Condition, ProjectStats, Search, SearchQuery, choose_plan
+from vdb_grpc.domain.search import Condition, ProjectStats, Search, SearchQuery, carry_over, choose_plan
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import SearchPlan, SegmentIndex
@@ -239,6 +239,28 @@ def test_cover_prefers_the_merged_index_and_ignores_invalid_ones() -> None:
     building = SegmentIndex("embeddings_hnsw_384_1_3", 384, 1, 3, 0, False)
     assert q.cover([*parts, merged, building]) == (merged, parts[2])
     assert q.cover(parts) == tuple(parts)
+
+
+def test_counts_carry_over_to_a_new_index_list() -> None:
+    """After a build or merge the plan uses the old counts carried over (recounted in the background)."""
+    a, b, c = seg(1, 1, 500_000), seg(2, 2, 500_000), seg(3, 3, 50_000)
+
+    def cap(s: SegmentIndex) -> int:
+        return max(4000, s.rows // 50) + 1
+
+    old = ProjectStats((a, b), 44_001, (cap(a), 1_000))  # a: at its cap (at least that many rows); b: 1,000
+    merged = seg(1, 2, 1_000_000)
+    # a merge: counts add up, and a count at its cap keeps the merged one at its cap
+    assert cap(a) + 1_000 < cap(merged)
+    assert carry_over(old, (merged,), cap) == ProjectStats((merged,), 44_001, (cap(merged),))
+    small = ProjectStats((a, b), 9_000, (3_000, 1_000))
+    assert carry_over(small, (merged,), cap) == ProjectStats((merged,), 9_000, (4_000,))
+    # a segment just built: 0 (its rows stay in an exact arm until the recount)
+    assert carry_over(old, (a, b, c), cap) == ProjectStats((a, b, c), 44_001, (cap(a), 1_000, 0))
+    # a merged index dropped by hand: its parts cannot be told apart -> counted anew
+    assert carry_over(ProjectStats((merged,), 44_001, (20_000,)), (a, b), cap) is None
+    # a project small enough for the whole-exact plan has no per-segment counts
+    assert carry_over(ProjectStats((a,), 10), (merged,), cap) == ProjectStats((merged,), 10)
 
 
 @pytest.mark.parametrize("generic", [False, True])

@@ -195,6 +195,34 @@ def segment_cap(segment: SegmentIndex, *, exact_max_rows: int, min_share_divisor
     return max(exact_max_rows, segment.rows // min_share_divisor) + 1
 
 
+def carry_over(
+    stats: ProjectStats, segments: tuple[SegmentIndex, ...], cap: Callable[[SegmentIndex], int]
+) -> ProjectStats | None:
+    """The counts of ``stats`` carried over to a new index list, or None where they cannot be.
+
+    A new index covers either old ranges (a merge: their counts add up; a count that reached its cap -- the
+    project had at least that many rows there -- makes the merged one reach its cap too, ``cap`` giving a
+    segment's cap) or labels no old index covered (a segment just built: counted as 0, so its rows are read by
+    an exact arm, where they were read until now). An old range split by the new list (a merged index dropped
+    by hand) cannot be carried over. Every row still lies in exactly one arm whatever the counts, so
+    carried-over counts only ever cost speed or, for the moment until the recount, an HNSW arm instead of an
+    exact one.
+    """
+    if not stats.segment_rows:
+        return ProjectStats(segments, stats.project_rows)
+    counts: list[int] = []
+    for new in segments:
+        n, saturated = 0, False
+        for old, rows in zip(stats.segments, stats.segment_rows, strict=True):
+            if new.lo <= old.lo and old.hi <= new.hi:
+                n += rows
+                saturated |= rows >= cap(old)
+            elif old.lo <= new.hi and new.lo <= old.hi:
+                return None  # overlaps without containing: a split
+        counts.append(max(n, cap(new)) if saturated else n)
+    return ProjectStats(segments, stats.project_rows, tuple(counts))
+
+
 def choose_plan(stats: ProjectStats, k: int, *, exact_max_rows: int, min_share_divisor: int) -> SearchPlan:
     """The arms of one search (see the module docstring); ``k`` = offset + limit."""
     rows = stats.project_rows
@@ -346,14 +374,25 @@ class Search:
             return EXACT
         key = (project_id, dim)
         cached = self._stats.get(key)
-        if cached is None or cached[1].segments != segments or (cached[0] < now and self._stats_ttl <= 0):
+        derived = None
+        if cached is not None and cached[1].segments != segments and self._stats_ttl > 0:
+            derived = carry_over(cached[1], segments, self._segment_cap)
+        if cached is None or (cached[1].segments != segments and derived is None) or self._stats_ttl <= 0:
             stats = await self._project_stats(conn, project_id, dim, segments)
             self._store_stats(key, stats)
+        elif derived is not None:
+            # An index was built or merged: plan with the counts carried over, count anew in the background.
+            stats = derived
+            self._stats[key] = (now, derived)  # already due for the recount
+            self._refresh_stats(key, segments)
         else:
             stats = cached[1]
             if cached[0] < now:
                 self._refresh_stats(key, segments)
         return choose_plan(stats, k, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor)
+
+    def _segment_cap(self, segment: SegmentIndex) -> int:
+        return segment_cap(segment, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor)
 
     def _store_stats(self, key: tuple[int, int], stats: ProjectStats) -> None:
         if len(self._stats) > 10_000:
