@@ -2,7 +2,8 @@
 
 Run by hand:
 
-    .venv/bin/python bench/recall.py [--rows 100000] [--dims 384] [--builds 3] [--first-build 1] [--ef 40,64,100,150,200]
+    .venv/bin/python bench/recall.py [--rows 100000] [--dims 384] [--builds 3] [--first-build 1]
+        [--ef 40,64,100,150,200]
 
 Starts a private embedded PostgreSQL in a temp dir, loads ROWS clustered vectors (ROWS / 1000 Gaussian clusters,
 as bench/search.py) into one project, lets the service's indexer seal them into one segment and build its index,
