@@ -143,6 +143,7 @@ def test_template_env_lists_every_setting():
         "VDB_INDEX_MAX_SEGMENTS",
         "VDB_INDEX_BUILD_MEMORY_MB",
         "VDB_INDEX_BUILD_WORKERS",
+        "VDB_INDEX_BUILD_NICE",
     }
     for name in names:
         assert f"{name}=" in template, name
@@ -181,3 +182,13 @@ def test_request_limits_are_settings_with_defaults_and_bounds() -> None:
     template = (Path(__file__).parent.parent / "template.env").read_text()
     for name in LIMIT_VARIABLES:
         assert f"{name}=" in template, name
+
+
+def test_index_build_nice_is_a_nice_value() -> None:
+    assert Settings.from_env({}).index_build_nice == 10
+    assert Settings.from_env({"VDB_INDEX_BUILD_NICE": "0"}).index_build_nice == 0
+    assert Settings.from_env({"VDB_INDEX_BUILD_NICE": "19"}).index_build_nice == 19
+    for bad in ("20", "-1", "low"):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env({"VDB_INDEX_BUILD_NICE": bad})
+        assert "VDB_INDEX_BUILD_NICE" in str(info.value)

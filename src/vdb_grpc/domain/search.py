@@ -374,21 +374,22 @@ class Search:
             return EXACT
         key = (project_id, dim)
         cached = self._stats.get(key)
-        derived = None
-        if cached is not None and cached[1].segments != segments and self._stats_ttl > 0:
-            derived = carry_over(cached[1], segments, self._segment_cap)
-        if cached is None or (cached[1].segments != segments and derived is None) or self._stats_ttl <= 0:
-            stats = await self._project_stats(conn, project_id, dim, segments)
-            self._store_stats(key, stats)
-        elif derived is not None:
-            # An index was built or merged: plan with the counts carried over, count anew in the background.
-            stats = derived
-            self._stats[key] = (now, derived)  # already due for the recount
-            self._refresh_stats(key, segments)
-        else:
-            stats = cached[1]
-            if cached[0] < now:
+        if cached is not None and self._stats_ttl > 0:
+            expires, known = cached
+            if known.segments == segments:
+                if expires < now:
+                    self._refresh_stats(key, segments)  # plan with the stale counts; no search waits
+                return self._choose(known, k)
+            carried = carry_over(known, segments, self._segment_cap)
+            if carried is not None:  # an index was built or merged: carried-over counts, recounted meanwhile
+                self._stats[key] = (now, carried)
                 self._refresh_stats(key, segments)
+                return self._choose(carried, k)
+        stats = await self._project_stats(conn, project_id, dim, segments)
+        self._store_stats(key, stats)
+        return self._choose(stats, k)
+
+    def _choose(self, stats: ProjectStats, k: int) -> SearchPlan:
         return choose_plan(stats, k, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor)
 
     def _segment_cap(self, segment: SegmentIndex) -> int:

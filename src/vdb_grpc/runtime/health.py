@@ -23,6 +23,8 @@ from typing import Any
 import asyncpg
 from grpc_health.v1 import health, health_pb2
 
+from vdb_grpc.runtime.background import BackgroundTask
+
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -104,7 +106,7 @@ class DatabaseHealth:
         self._pool = pool
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("vdb-db-health", self._run)
         #: Whether the database answered the last probe (the server starts after checking it).
         self.up = True
         #: Count of transitions to down, for tests and logs.
@@ -112,16 +114,11 @@ class DatabaseHealth:
 
     def start(self) -> None:
         """Start probing (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="vdb-db-health")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop probing and close the probe's connection."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
         await self._close()
 
     def wake(self) -> None:

@@ -20,7 +20,6 @@ Names follow go-grpc-prometheus / grpc-ecosystem: ``grpc_server_started_total``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -32,6 +31,8 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from vdb_grpc.runtime.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class Metrics:
         self._pools: dict[str, asyncpg.Pool] = {}
         self._instances: set[str] = set()
         self._instances_lock = threading.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("vdb-metrics-refresh", self._refresh_forever)
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
         self.registry.register(_StateCollector(self))
@@ -270,16 +271,12 @@ class Metrics:
 
     def start(self) -> None:
         """Start refreshing the database snapshot (needs the "primary" pool; idempotent)."""
-        if self._task is None and "primary" in self._pools:
-            self._task = asyncio.create_task(self._refresh_forever(), name="vdb-metrics-refresh")
+        if "primary" in self._pools:
+            self._task.start()
 
     async def stop(self) -> None:
         """Stop the refresh task and the HTTP endpoint."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         if self._http is not None:
             server, self._http = self._http, None
             await asyncio.to_thread(server.shutdown)

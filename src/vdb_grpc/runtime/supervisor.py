@@ -14,10 +14,10 @@ Only the process that owns the cluster supervises it (``EmbeddedPostgres.owner``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from vdb_grpc.runtime.background import BackgroundTask
 from vdb_grpc.runtime.postgres import ClusterBusy, EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -47,22 +47,17 @@ class EmbeddedSupervisor:
         self._on_up = on_up
         self._max_backoff = max_backoff
         self._poll = poll_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("vdb-pg-supervisor", self._run)
         #: Restarts done so far (tests and logs).
         self.restarts = 0
 
     def start(self) -> None:
         """Start watching (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="vdb-pg-supervisor")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop watching (before the server stops PostgreSQL itself); a restart in progress runs to its end."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:
