@@ -112,7 +112,7 @@ async def main() -> None:
         await Indexer(pool, seal_max_rows=args.rows, m=args.m, ef_construction=args.ef_construction).run_until_idle()
         build_s = time.monotonic() - t
         async with pool.acquire() as conn:
-            cover = q.cover(await q.hnsw_indexes(conn, args.dims))
+            cover = q.cover(await q.segment_indexes(conn, args.dims))
             plan = q.SearchPlan.over(tuple((s.lo, s.hi) for s in cover))
             for ef in (int(e) for e in args.ef.split(",")):
                 await conn.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {ef}")

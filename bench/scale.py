@@ -231,7 +231,7 @@ async def index_complete(dsn: str, projects: list[str] | None = None) -> bool:
         waiting = "SELECT EXISTS (SELECT 1 FROM embeddings e JOIN projects p USING (project_id) WHERE NOT e.indexed"
         if await conn.fetchval(f"{waiting} {where})", *args):
             return False
-        cover = q.cover(await q.hnsw_indexes(conn))
+        cover = q.cover(await q.segment_indexes(conn))
         for seg in await conn.fetch("SELECT segment, vector_dim FROM embedding_segments"):
             if not any(c.dim == seg[1] and c.lo <= seg[0] <= c.hi for c in cover):
                 return False

@@ -320,7 +320,7 @@ async def _live_plan(conn: Any) -> Any:
     """The service's plan for the big project: one HNSW arm per valid index segment, the rest exact."""
     from vdb_grpc.queries import search as q
 
-    cover = q.cover(await q.hnsw_indexes(conn, DIM))
+    cover = q.cover(await q.segment_indexes(conn, DIM))
     return q.SearchPlan.over(tuple((s.lo, s.hi) for s in cover))
 
 

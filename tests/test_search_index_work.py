@@ -88,7 +88,7 @@ async def world(pool: asyncpg.Pool) -> World:
 async def index_names(conn: asyncpg.Connection) -> dict[str, bool]:
     rows = await conn.fetch(
         "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " WHERE c.relname LIKE 'embeddings_hnsw_%' ORDER BY 1"
+        " WHERE c.relname LIKE 'embeddings_hnsw_%' OR c.relname LIKE 'embeddings_ivf_%' ORDER BY 1"
     )
     return {r[0]: r[1] for r in rows}
 
@@ -413,4 +413,128 @@ async def test_after_a_merge_counts_carried_over_plan_correct_searches(pool: asy
     async with asyncio.timeout(10):
         await asyncio.gather(*world.search._refreshing.values())
     assert await world.plan() == "hnsw"
+    await world.check()
+
+
+class GatedIndexer(Indexer):
+    """An indexer whose HNSW segment builds wait for ``gate`` (interim builds, seals and drops go on)."""
+
+    def __init__(self, pool: asyncpg.Pool, **kw: Any) -> None:
+        super().__init__(pool, **kw)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def _build(self, conn: asyncpg.Connection, job: Any) -> None:
+        if job.kind == "segment":
+            self.waiting.set()
+            await self.gate.wait()
+        await super()._build(conn, job)
+
+
+async def wait_for(names: dict[str, bool], pool: asyncpg.Pool) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if await index_names_of(pool) == names:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def explained_indexes(world: World) -> set[str]:
+    """Index names an EXPLAIN of the world's current search plan shows."""
+    from vdb_grpc.queries import search as qs
+
+    async with world.pool.acquire() as conn:
+        plan = await world.search.plan_for(conn, world.pid, DIM, K)
+        sql = qs.search_sql(plan, DIM, 0, 0, include_text=False, include_metadata=False)
+        args = qs.search_args(
+            world.queries[0], world.pid, None, threshold=-1, offset=0, limit=K, exclude=(), require=()
+        )
+        lines = [r[0] for r in await conn.fetch("EXPLAIN " + sql, *args)]
+    return {w for line in lines for w in line.replace("(", " ").split() if w.startswith("embeddings_")}
+
+
+async def test_a_large_fresh_segment_is_served_by_an_interim_index_until_its_hnsw_index_is_valid(
+    pool: asyncpg.Pool, world: World
+) -> None:
+    indexer = GatedIndexer(pool, seal_min_rows=100, interim_min_rows=200)
+    indexer.gate.set()
+    await indexer.run_until_idle()
+    assert await index_names_of(pool) == {"embeddings_hnsw_8_1_1": True}  # the interim one dropped after it
+    built = [b.name for b in indexer.status().recent_builds]
+    assert built == ["embeddings_ivf_8_1_1", "embeddings_hnsw_8_1_1"]
+    indexer.gate.clear()
+    indexer.waiting.clear()
+    await world.add(300, seed=2)
+    pass_ = asyncio.create_task(indexer.run_until_idle())
+    async with asyncio.timeout(60):
+        await indexer.waiting.wait()  # sealed, interim index built, HNSW build waiting at the gate
+    assert await index_names_of(pool) == {"embeddings_hnsw_8_1_1": True, "embeddings_ivf_8_2_2": True}
+    assert await world.plan() == "hnsw"
+    assert "embeddings_ivf_8_2_2" in await explained_indexes(world)  # segment 2 through its interim index
+    await world.check()  # one list, probed whole: exactly every row, once
+    indexer.gate.set()
+    async with asyncio.timeout(60):
+        await pass_
+    assert await index_names_of(pool) == {"embeddings_hnsw_8_1_1": True, "embeddings_hnsw_8_2_2": True}
+    assert "embeddings_ivf_8_2_2" not in await explained_indexes(world)
+    await world.check()
+
+
+async def test_segments_smaller_than_interim_min_rows_get_no_interim_index(pool: asyncpg.Pool, world: World) -> None:
+    for interim_min_rows in (401, 0):  # the first segment has 400 rows; 0: never
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE embeddings SET indexed = false, index_segment = 0")
+            for name in await index_names(conn):
+                await conn.execute(f"DROP INDEX {name}")
+            await conn.execute("DELETE FROM embedding_segments")
+        indexer = Indexer(pool, seal_min_rows=100, interim_min_rows=interim_min_rows)
+        await indexer.run_until_idle()
+        assert [b.kind for b in indexer.status().recent_builds] == ["segment"], interim_min_rows
+        await world.check()
+
+
+async def test_backlog_is_sealed_ahead_of_pending_builds_once_it_settles(pool: asyncpg.Pool, world: World) -> None:
+    """While the pending segments are served by interim indexes, a new backlog is sealed and gets its own interim
+    index before the HNSW builds run -- after it stopped growing, not in pieces while an upload goes on."""
+    indexer = GatedIndexer(pool, seal_min_rows=100, interim_min_rows=200)
+    pass_ = asyncio.create_task(indexer.run_until_idle())
+    async with asyncio.timeout(60):
+        await indexer.waiting.wait()  # segment 1 sealed, its interim index built
+    async with asyncio.timeout(10):
+        await indexer.stop()  # a restart before the HNSW build began
+    pass_.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pass_
+    assert await index_names_of(pool) == {"embeddings_ivf_8_1_1": True}
+    await world.add(300, seed=2)
+    restarted = GatedIndexer(pool, seal_min_rows=100, interim_min_rows=200)
+    started = asyncio.get_running_loop().time()
+    assert await restarted.run_once() is False  # a backlog just seen: not settled, no build starts
+    assert restarted._builder is None
+    pass_ = asyncio.create_task(restarted.run_until_idle())
+    await wait_for({"embeddings_ivf_8_1_1": True, "embeddings_ivf_8_2_2": True}, pool)
+    assert asyncio.get_running_loop().time() - started >= 1.5  # it waited for the backlog to settle
+    await world.check()  # both segments through their interim indexes (one or two lists, probed whole)
+    restarted.gate.set()
+    async with asyncio.timeout(60):
+        await pass_
+    assert await index_names_of(pool) == {"embeddings_hnsw_8_1_1": True, "embeddings_hnsw_8_2_2": True}
+    await world.check()
+
+
+async def test_an_interim_build_cut_short_is_dropped_and_built_again(pool: asyncpg.Pool, world: World) -> None:
+    indexer = Indexer(pool, seal_min_rows=100, interim_min_rows=200, idle_interval=0.05)
+    async with HeldBuild(pool) as held:
+        indexer.start()
+        indexer.wake()
+        await held.wait_for_index("embeddings_ivf_8_1_1")
+        async with asyncio.timeout(10):
+            await indexer.stop()  # the server stops: the interim build is cancelled, its index left INVALID
+        assert (await index_names_of(pool)).get("embeddings_ivf_8_1_1") is False
+        await world.check()  # segment 1 read exactly meanwhile
+    restarted = Indexer(pool, seal_min_rows=100, interim_min_rows=200)
+    async with asyncio.timeout(60):
+        await restarted.run_until_idle()
+    assert await index_names_of(pool) == {"embeddings_hnsw_8_1_1": True}
+    assert [b.name for b in restarted.status().recent_builds] == ["embeddings_ivf_8_1_1", "embeddings_hnsw_8_1_1"]
     await world.check()

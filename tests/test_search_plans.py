@@ -98,7 +98,7 @@ async def plan_of(search: Search, pool: asyncpg.Pool, project: str, k: int = K) 
 async def live_plan(pool: asyncpg.Pool) -> SearchPlan:
     """HNSW arms over every valid index of the test dimension."""
     async with pool.acquire() as conn:
-        cover = q.cover(await q.hnsw_indexes(conn, DIM))
+        cover = q.cover(await q.segment_indexes(conn, DIM))
     assert cover
     return SearchPlan.over(tuple((s.lo, s.hi) for s in cover))
 
@@ -241,6 +241,19 @@ def test_cover_prefers_the_merged_index_and_ignores_invalid_ones() -> None:
     assert q.cover(parts) == tuple(parts)
 
 
+def test_cover_takes_an_interim_index_only_where_no_hnsw_index_is_valid() -> None:
+    hnsw = [seg(1, 1, 10), seg(2, 2, 10)]
+    interim2 = SegmentIndex("embeddings_ivf_384_2_2", 384, 2, 2, 10, True, interim=True)
+    interim3 = SegmentIndex("embeddings_ivf_384_3_3", 384, 3, 3, 10, True, interim=True)
+    building3 = SegmentIndex("embeddings_hnsw_384_3_3", 384, 3, 3, 0, False)
+    assert q.cover([*hnsw, interim2, interim3, building3]) == (*hnsw, interim3)
+    merged = seg(1, 3, 30)
+    assert q.cover([*hnsw, interim3, merged]) == (merged,)
+    assert q.parse_index_name("embeddings_ivf_384_3_3") == (384, 3, 3, False, True)
+    assert q.parse_index_name("embeddings_ivf_384") is None  # interim indexes always name their range
+    assert q.parse_index_name("embeddings_hnsw_384") == (384, 0, 0, True, False)
+
+
 def test_counts_carry_over_to_a_new_index_list() -> None:
     """After a build or merge the plan uses the old counts carried over (recounted in the background)."""
     a, b, c = seg(1, 1, 500_000), seg(2, 2, 500_000), seg(3, 3, 50_000)
@@ -283,7 +296,7 @@ async def test_exact_arms_over_an_indexed_segment_never_use_its_hnsw_index(
     """An exact arm over a segment range implies that segment's index predicate; it must still be exact (btree
     + sort), never an HNSW scan -- for a project absent from the segment that scan would also walk the index."""
     async with loaded.acquire() as conn:
-        cover = q.cover(await q.hnsw_indexes(conn, DIM))
+        cover = q.cover(await q.segment_indexes(conn, DIM))
     lo, hi = cover[0].lo, cover[0].hi
     plan = SearchPlan(whole=False, hnsw=(), exact=((0, lo - 1), (lo, hi), (hi + 1, None)))
     used = scans(await explain(loaded, plan, "small", data["small"][0], generic=generic))

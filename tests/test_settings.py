@@ -141,6 +141,7 @@ def test_template_env_lists_every_setting():
         "VDB_INDEX_SEAL_MIN_ROWS",
         "VDB_INDEX_SEAL_MAX_ROWS",
         "VDB_INDEX_MAX_SEGMENTS",
+        "VDB_INDEX_INTERIM_MIN_ROWS",
         "VDB_INDEX_BUILD_MEMORY_MB",
         "VDB_INDEX_BUILD_WORKERS",
         "VDB_INDEX_BUILD_NICE",
@@ -192,3 +193,13 @@ def test_index_build_nice_is_a_nice_value() -> None:
         with pytest.raises(SettingsError) as info:
             Settings.from_env({"VDB_INDEX_BUILD_NICE": bad})
         assert "VDB_INDEX_BUILD_NICE" in str(info.value)
+
+
+def test_index_interim_min_rows_is_a_row_count_or_off() -> None:
+    assert Settings.from_env({}).index_interim_min_rows == 20_000
+    assert Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": "0"}).index_interim_min_rows == 0  # never
+    assert Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": "5000"}).index_interim_min_rows == 5000
+    for bad in ("-1", "many", "1e9"):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": bad})
+        assert "VDB_INDEX_INTERIM_MIN_ROWS" in str(info.value)

@@ -9,6 +9,12 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   graph: ~30,000 rows/s). Then ``CREATE INDEX CONCURRENTLY embeddings_hnsw_<N>_<S>_<S>`` builds its graph in bulk
   beside the live indexes. Searches read sealed rows whose index is not valid yet exactly (that project's rows
   only), and switch to the new index as soon as it is valid.
+- **Interim indexes.** A sealed segment of at least ``interim_min_rows`` rows first gets an IVFFlat index
+  (``embeddings_ivf_<N>_<S>_<S>``: k-means over a sample, ~4 s for 100k x 384 where its HNSW build takes ~60 s),
+  which serves it until the HNSW index is valid and is dropped then: searches read a tenth of the segment instead
+  of all of it. While every sealed segment waiting for its HNSW build has an interim index, further backlog is
+  sealed (and gets its interim index) before those builds run -- once the backlog stopped growing for
+  ``SETTLE_SECONDS`` or fills a segment, so a long upload is not cut into many small segments.
 - **Trickle.** Smaller backlogs are flipped in chunks into the newest segment that has a valid index (inserting
   into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
 - **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
@@ -58,6 +64,10 @@ log = logging.getLogger(__name__)
 VACUUM_AFTER_FLIPS = 5000
 #: A running merge expected to finish within this many seconds is not cancelled for fresh work.
 MERGE_FINISH_SECONDS = 30.0
+#: A backlog is sealed ahead of pending HNSW builds (see Interim indexes) once it has not grown for this long.
+SETTLE_SECONDS = 2.0
+#: Jobs for rows that no index serves yet: a running merge gives way to them (``Indexer._merge_yields``).
+FRESH_WORK = ("seal", "interim", "segment")
 #: Recent builds kept for ``status()``.
 RECENT_BUILDS = 20
 
@@ -68,7 +78,7 @@ class BuildRecord:
 
     name: str
     dim: int
-    kind: str  # "segment", "merge" or "replace"
+    kind: str  # "segment", "interim", "merge" or "replace"
     rows: int
     seconds: float
     completed: bool
@@ -109,7 +119,7 @@ class IndexerStatus:
 
 @dataclass(frozen=True)
 class _Job:
-    kind: str  # "drop", "segment", "seal", "merge", "replace"
+    kind: str  # "drop", "segment", "interim", "seal", "merge", "replace"
     dim: int
     lo: int = 0
     hi: int = 0
@@ -127,7 +137,8 @@ class _State:
 class Indexer:
     """Background task that seals uploaded rows into segments, builds their HNSW indexes and merges them."""
 
-    #: Told of every finished segment build or merge: dimensions, seconds (metrics); set by the composition root.
+    #: Told of every finished HNSW segment build or merge: dimensions, seconds (metrics); set by the composition
+    #: root. Interim builds are in ``status().recent_builds`` only.
     on_index_built: Callable[[int, float], None] | None = None
 
     def __init__(
@@ -139,6 +150,7 @@ class Indexer:
         seal_min_rows: int = 2_000,
         seal_max_rows: int = 250_000,
         max_segments: int = 2,
+        interim_min_rows: int = 20_000,
         idle_interval: float = 1.0,
         progress_interval: float = 10.0,
         m: int = q.HNSW_M,
@@ -154,6 +166,8 @@ class Indexer:
         seal_min_rows: a backlog at least this large is sealed into a new segment and built in bulk.
         seal_max_rows: most rows sealed into one segment (bounds one build's duration).
         max_segments: a dimension with more HNSW indexes than this gets its two smallest neighbours merged.
+        interim_min_rows: a sealed segment this large gets an interim IVFFlat index before its HNSW build; 0:
+            never (every sealed segment is read exactly until its HNSW index is valid).
         idle_interval: seconds between checks when nothing is to do (``wake`` cuts it short).
         progress_interval: seconds between progress log lines of a running build.
         m, ef_construction: HNSW build parameters.
@@ -169,6 +183,7 @@ class Indexer:
         self.seal_min_rows = seal_min_rows
         self.seal_max_rows = seal_max_rows
         self.max_segments = max_segments
+        self.interim_min_rows = interim_min_rows
         self._idle_interval = idle_interval
         self._progress_interval = progress_interval
         self._m = m
@@ -184,6 +199,7 @@ class Indexer:
         self._segment_zero_dims: set[int] = set()
         self._locked_out = False
         self._flipped_since_vacuum = 0
+        self._backlog_seen: dict[int, tuple[int, float]] = {}  # per dimension: backlog, when it last changed
         # status
         self._backlog: dict[int, int] = {}
         self._segment_counts: dict[int, int] = {}
@@ -261,7 +277,7 @@ class Indexer:
         builder = self._builder
         if builder is not None and not builder.done():
             job = self._building_job
-            if job is not None and job.kind == "merge" and any(j.kind in ("segment", "seal") for j in jobs):
+            if job is not None and job.kind == "merge" and any(j.kind in FRESH_WORK for j in jobs):
                 if self._merge_yields(job, state):
                     log.info("cancelling the merge %s: fresh rows wait for an index", job.name)
                     builder.cancel()
@@ -296,10 +312,17 @@ class Indexer:
                 log.error("index build failed", exc_info=builder.exception())
 
     async def _state(self, conn: asyncpg.Connection) -> _State:
-        state = _State(indexes=await qs.hnsw_indexes(conn), segments=await q.segments(conn))
+        state = _State(indexes=await qs.segment_indexes(conn), segments=await q.segments(conn))
         for dim in await q.dims_with_backlog(conn):
             state.backlog[dim] = await q.backlog_count(conn, dim, self.seal_max_rows)
         self._backlog = dict(state.backlog)
+        now = time.monotonic()
+        seen = self._backlog_seen
+        for dim, n in state.backlog.items():
+            if dim not in seen or seen[dim][0] != n:
+                seen[dim] = (n, now)
+        for dim in [d for d in seen if d not in state.backlog]:
+            del seen[dim]
         counts: dict[int, int] = {}
         for s in qs.cover(state.indexes):
             counts[s.dim] = counts.get(s.dim, 0) + 1
@@ -307,10 +330,16 @@ class Indexer:
         return state
 
     def _covers(self, state: _State) -> dict[int, tuple[SegmentIndex, ...]]:
+        """Per dimension, the valid HNSW indexes searches use (interim ones left out)."""
         out: dict[int, tuple[SegmentIndex, ...]] = {}
-        for dim in {i.dim for i in state.indexes}:
-            out[dim] = qs.cover([i for i in state.indexes if i.dim == dim])
+        for dim in {i.dim for i in state.indexes if not i.interim}:
+            out[dim] = qs.cover([i for i in state.indexes if i.dim == dim and not i.interim])
         return out
+
+    def _settled(self, dim: int, backlog: int) -> bool:
+        """Whether ``dim``'s backlog fills a segment or has not grown for ``SETTLE_SECONDS``."""
+        seen = self._backlog_seen.get(dim)
+        return backlog >= self.seal_max_rows or seen is None or time.monotonic() - seen[1] >= SETTLE_SECONDS
 
     def _jobs(self, state: _State) -> list[_Job]:
         """Build work due, most urgent first (see the module docstring)."""
@@ -321,9 +350,17 @@ class Indexer:
         def covered(dim: int, label: int) -> bool:
             return any(s.lo <= label <= s.hi for s in covers.get(dim, ()))
 
+        def interim(dim: int, label: int) -> bool:
+            return any(i.interim and i.valid and i.dim == dim and i.lo <= label <= i.hi for i in state.indexes)
+
         for i in state.indexes:
             if not i.valid and i.name != building:
                 jobs.append(_Job("drop", i.dim, name=i.name))
+        for dim, cov in sorted(covers.items()):
+            for i in state.indexes:
+                if i.dim == dim and i.valid and not i.legacy and i not in cov:
+                    if any(c.lo <= i.lo and i.hi <= c.hi for c in cov):
+                        jobs.append(_Job("drop", dim, name=i.name))  # merged into a wider index, or interim
         for i in state.indexes:
             if i.legacy and i.valid:
                 if any(c.lo == 0 and c.hi == 0 and not c.legacy and c.valid for c in state.indexes if c.dim == i.dim):
@@ -334,28 +371,31 @@ class Indexer:
             if not any(s.lo <= 0 <= s.hi and not s.legacy for s in covers.get(dim, ())):
                 if not any(s.legacy for s in covers.get(dim, ())):
                     jobs.append(_Job("replace", dim, 0, 0, 0, qs.segment_index_name(dim, 0, 0)))
-        for seg in state.segments:
-            if seg.dim <= HNSW_MAX_DIMENSIONS and not covered(seg.dim, seg.segment):
-                jobs.append(
-                    _Job(
-                        "segment",
-                        seg.dim,
-                        seg.segment,
-                        seg.segment,
-                        seg.rows,
-                        qs.segment_index_name(seg.dim, seg.segment, seg.segment),
-                    )
-                )
+        pending = [s for s in state.segments if s.dim <= HNSW_MAX_DIMENSIONS and not covered(s.dim, s.segment)]
+        for seg in pending:
+            if self.interim_min_rows and seg.rows >= self.interim_min_rows and not interim(seg.dim, seg.segment):
+                name = qs.interim_index_name(seg.dim, seg.segment, seg.segment)
+                jobs.append(_Job("interim", seg.dim, seg.segment, seg.segment, seg.rows, name))
+        waiting = False  # a seal ahead of pending HNSW builds waits for the backlog to settle
         for dim, backlog in sorted(state.backlog.items()):
-            if dim > HNSW_MAX_DIMENSIONS or any(j.dim == dim and j.kind in ("replace", "segment") for j in jobs):
+            if dim > HNSW_MAX_DIMENSIONS or any(j.dim == dim and j.kind in ("replace", "interim") for j in jobs):
                 continue
-            if backlog >= self.seal_min_rows or not covers.get(dim):
+            if not (backlog >= self.seal_min_rows or not covers.get(dim)):
+                continue
+            blocked = [s for s in pending if s.dim == dim]
+            if not blocked:
                 jobs.append(_Job("seal", dim, rows=backlog))
-        for dim, cov in sorted(covers.items()):
-            for i in state.indexes:
-                if i.dim == dim and i.valid and not i.legacy and i not in cov:
-                    if any(c.lo <= i.lo and i.hi <= c.hi for c in cov):
-                        jobs.append(_Job("drop", dim, name=i.name))  # merged into a wider index
+            elif all(interim(dim, s.segment) for s in blocked) and backlog >= self.interim_min_rows:
+                # The pending segments are served by interim indexes: seal this backlog too (it gets its own).
+                if self._settled(dim, backlog):
+                    jobs.append(_Job("seal", dim, rows=backlog))
+                else:
+                    waiting = True
+        if waiting:
+            return jobs  # no HNSW build or merge now: the builder would hold the backlog back for its duration
+        for seg in pending:
+            name = qs.segment_index_name(seg.dim, seg.segment, seg.segment)
+            jobs.append(_Job("segment", seg.dim, seg.segment, seg.segment, seg.rows, name))
         for dim, cov in sorted(covers.items()):
             if len(cov) > self.max_segments and not any(s.legacy for s in cov):
                 a, b = min(itertools.pairwise(cov), key=lambda p: p[0].rows + p[1].rows)
@@ -442,7 +482,7 @@ class Indexer:
 
     async def _execute(self, conn: asyncpg.Connection, job: _Job) -> None:
         if job.kind == "drop":
-            log.info("dropping HNSW index %s", job.name)
+            log.info("dropping index %s", job.name)
             async with self._session(conn):
                 await conn.execute(q.drop_index_sql(job.name))
             return
@@ -452,8 +492,8 @@ class Indexer:
             if rows == 0:
                 await q.forget_segment(conn, label)
                 return
-            job = _Job("segment", job.dim, label, label, rows, qs.segment_index_name(job.dim, label, label))
             await self._vacuum(conn)
+            return  # the next job builds its interim or its HNSW index (or seals more first)
         await self._build(conn, job)
 
     async def _seal(self, conn: asyncpg.Connection, dim: int, label: int) -> int:
@@ -473,10 +513,14 @@ class Indexer:
 
     async def _build(self, conn: asyncpg.Connection, job: _Job) -> None:
         res = self._resources(job)
-        sql = q.create_segment_index_sql(job.dim, job.lo, job.hi, m=self._m, ef_construction=self._ef_construction)
+        if job.kind == "interim":
+            sql, what = q.create_interim_index_sql(job.dim, job.lo, job.hi, job.rows), "interim IVFFlat index"
+        else:
+            sql = q.create_segment_index_sql(job.dim, job.lo, job.hi, m=self._m, ef_construction=self._ef_construction)
+            what = "HNSW index"
         log.info(
-            "building HNSW index %s (%s, ~%d rows, maintenance_work_mem %d MB, %d parallel workers)",
-            job.name, job.kind, job.rows, res.maintenance_work_mem_bytes >> 20, res.parallel_workers,
+            "building %s %s (%s, ~%d rows, maintenance_work_mem %d MB, %d parallel workers)",
+            what, job.name, job.kind, job.rows, res.maintenance_work_mem_bytes >> 20, res.parallel_workers,
         )  # fmt: skip
         started = time.monotonic()
         self._building_job = job
@@ -497,10 +541,11 @@ class Indexer:
             self._building_job = None
             self._build_status = None
         self._builds_completed += 1
-        if self.on_index_built is not None:
+        if self.on_index_built is not None and job.kind != "interim":
             self.on_index_built(job.dim, seconds)
-        log.info("built HNSW index %s (%s, ~%d rows) in %.1fs", job.name, job.kind, job.rows, seconds)
-        await self._vacuum(conn)
+        log.info("built %s %s (%s, ~%d rows) in %.1fs", what, job.name, job.kind, job.rows, seconds)
+        if job.kind != "interim":  # the seal before it vacuumed; the HNSW build after it will
+            await self._vacuum(conn)
 
     def _resources(self, job: _Job) -> BuildResources:
         return build_resources(

@@ -213,6 +213,7 @@ def build_server(
         seal_min_rows=settings.index_seal_min_rows,
         seal_max_rows=settings.index_seal_max_rows,
         max_segments=settings.index_max_segments,
+        interim_min_rows=settings.index_interim_min_rows,
         build_memory_bytes=settings.index_build_memory_mb * 1024 * 1024 or None,
         build_workers=settings.index_build_workers if settings.index_build_workers >= 0 else None,
         # Backend ids are processes of this machine only when it runs its own PostgreSQL (indexing.priority).

@@ -366,7 +366,7 @@ class Search:
         now = time.monotonic()
         cached_segments = self._segments.get(dim)
         if cached_segments is None or cached_segments[0] < now:
-            segments = q.cover(await q.hnsw_indexes(conn, dim))
+            segments = q.cover(await q.segment_indexes(conn, dim))
             self._segments[dim] = (now + self._segments_ttl, segments)
         else:
             segments = cached_segments[1]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from vdb_grpc.db import mark_session_state
-from vdb_grpc.queries.search import parse_index_name, segment_index_name
+from vdb_grpc.db import IVFFLAT_PROBES, mark_session_state
+from vdb_grpc.queries.search import interim_index_name, parse_index_name, segment_index_name
 
 #: Key of the builder's advisory lock: one index build per database at a time. Two CREATE INDEX CONCURRENTLY
 #: on one table cannot run together anyway (each takes SHARE UPDATE EXCLUSIVE, which conflicts with itself).
@@ -38,10 +38,32 @@ def create_segment_index_sql(
     )
 
 
+#: Most lists of an interim index: with ``IVFFLAT_PROBES`` probed, a scan reads a tenth of its segment.
+INTERIM_MAX_LISTS = 10 * IVFFLAT_PROBES
+#: Rows per list of an interim index over a small segment (fewer lists, each probed list reads about this many).
+INTERIM_ROWS_PER_LIST = 200
+
+
+def interim_lists(rows: int) -> int:
+    """IVFFlat lists of the interim index over ``rows`` rows."""
+    return max(1, min(INTERIM_MAX_LISTS, int(rows) // INTERIM_ROWS_PER_LIST))
+
+
+def create_interim_index_sql(dim: int, lo: int, hi: int, rows: int) -> str:
+    """``CREATE INDEX CONCURRENTLY`` of the interim IVFFlat index over segments lo..hi of ``dim``: the same
+    expression and predicate as the HNSW index (so the same search arm uses either), k-means over a sample."""
+    dim, lo, hi = int(dim), int(lo), int(hi)
+    return (
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {interim_index_name(dim, lo, hi)} ON embeddings"
+        f" USING ivfflat ((vector::halfvec({dim})) halfvec_cosine_ops) WITH (lists = {interim_lists(rows)})"
+        f" WHERE vector_dim = {dim} AND indexed AND index_segment BETWEEN {lo} AND {hi}"
+    )
+
+
 def drop_index_sql(name: str) -> str:
-    """``DROP INDEX CONCURRENTLY`` of an HNSW index of embeddings (outside a transaction)."""
+    """``DROP INDEX CONCURRENTLY`` of an HNSW or interim index of embeddings (outside a transaction)."""
     if parse_index_name(name) is None:
-        raise ValueError(f"not an HNSW index name: {name!r}")
+        raise ValueError(f"not an HNSW or interim index name: {name!r}")
     return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 

@@ -6,8 +6,11 @@ dimension, merged by distance then text_id (``search_sql``). The parts (``Search
 
 - ``whole``: every row of the project (small projects, dimensions without any HNSW index), read through the
   ``(project_id, vector_dim, indexed, index_segment)`` btree and sorted exactly.
-- one HNSW arm per index segment (``embeddings_hnsw_<N>_<lo>_<hi>``, partial over
-  ``vector_dim = N AND indexed AND index_segment BETWEEN lo AND hi``): iterative index scan, filters inside it;
+- one index arm per index segment (``embeddings_hnsw_<N>_<lo>_<hi>``, partial over
+  ``vector_dim = N AND indexed AND index_segment BETWEEN lo AND hi``): iterative index scan, filters inside it.
+  A freshly sealed segment is served by its *interim* index (``embeddings_ivf_<N>_<lo>_<hi>``, IVFFlat, same
+  predicate and expression; built in seconds) until its HNSW index is valid: the arm's SQL is the same, the
+  planner takes whichever valid index the predicate matches;
 - exact arms for everything no HNSW arm covers: the not-yet-indexed rows (``NOT indexed``), segments sealed but
   whose index is still being built, and segments where the project has too few rows for a filtered index scan
   to find them. Each reads only that project's rows of that range, through the btree.
@@ -43,8 +46,11 @@ HNSW_MAX_DIMENSIONS = 4000
 #: Name prefix of the HNSW indexes: ``embeddings_hnsw_<N>_<lo>_<hi>`` (segments lo..hi of dimension N); the
 #: pre-segment ``embeddings_hnsw_<N>`` (0009) covers segment 0, the rows indexed before migration 0012.
 HNSW_INDEX_PREFIX = "embeddings_hnsw_"
+#: Name prefix of the *interim* indexes: ``embeddings_ivf_<N>_<lo>_<hi>``, IVFFlat over a freshly sealed segment,
+#: built in seconds, serving it until its HNSW index is valid, then dropped (docs/search.md).
+INTERIM_INDEX_PREFIX = "embeddings_ivf_"
 
-_INDEX_NAME = re.compile(r"embeddings_hnsw_(\d+)(?:_(\d+)_(\d+))?")
+_INDEX_NAME = re.compile(r"embeddings_(hnsw|ivf)_(\d+)(?:_(\d+)_(\d+))?")
 
 
 def segment_index_name(dim: int, lo: int, hi: int) -> str:
@@ -52,9 +58,14 @@ def segment_index_name(dim: int, lo: int, hi: int) -> str:
     return f"{HNSW_INDEX_PREFIX}{int(dim)}_{int(lo)}_{int(hi)}"
 
 
+def interim_index_name(dim: int, lo: int, hi: int) -> str:
+    """Name of the partial interim (IVFFlat) index over segments ``lo``..``hi`` of dimension ``dim``."""
+    return f"{INTERIM_INDEX_PREFIX}{int(dim)}_{int(lo)}_{int(hi)}"
+
+
 @dataclass(frozen=True)
 class SegmentIndex:
-    """One HNSW index of the catalog: dimension, the segment range it covers, size, state."""
+    """One HNSW or interim index of the catalog: dimension, the segment range it covers, size, state."""
 
     name: str
     dim: int
@@ -63,45 +74,51 @@ class SegmentIndex:
     rows: int
     valid: bool
     legacy: bool = False  # the pre-segment embeddings_hnsw_<N>: predicate "indexed" only, treated as segment 0
+    interim: bool = False  # an IVFFlat index serving a fresh segment until its HNSW index is valid
 
     @property
     def span(self) -> int:
         return self.hi - self.lo
 
 
-def parse_index_name(name: str) -> tuple[int, int, int, bool] | None:
-    """(dim, lo, hi, legacy) of an HNSW index name, None for other names."""
+def parse_index_name(name: str) -> tuple[int, int, int, bool, bool] | None:
+    """(dim, lo, hi, legacy, interim) of an HNSW or interim index name, None for other names."""
     m = _INDEX_NAME.fullmatch(name)
     if m is None:
         return None
-    if m.group(2) is None:
-        return int(m.group(1)), 0, 0, True
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)), False
+    interim = m.group(1) == "ivf"
+    if m.group(3) is None:
+        if interim:
+            return None  # interim indexes always name their range
+        return int(m.group(2)), 0, 0, True, False
+    return int(m.group(2)), int(m.group(3)), int(m.group(4)), False, interim
 
 
-HNSW_INDEXES = r"""
+SEGMENT_INDEXES = r"""
 SELECT c.relname AS name, i.indisvalid AND i.indisready AS valid, greatest(c.reltuples, 0)::bigint AS rows
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = 'embeddings'::regclass AND c.relname LIKE 'embeddings\_hnsw\_%'
+WHERE i.indrelid = 'embeddings'::regclass
+  AND (c.relname LIKE 'embeddings\_hnsw\_%' OR c.relname LIKE 'embeddings\_ivf\_%')
 """
 
 
-async def hnsw_indexes(conn: asyncpg.Connection, dim: int | None = None) -> list[SegmentIndex]:
-    """Every HNSW index on embeddings (of ``dim`` only, if given), valid or not, from the catalog."""
+async def segment_indexes(conn: asyncpg.Connection, dim: int | None = None) -> list[SegmentIndex]:
+    """Every HNSW and interim index on embeddings (of ``dim`` only, if given), valid or not, from the catalog."""
     out = []
-    for r in await conn.fetch(HNSW_INDEXES):
+    for r in await conn.fetch(SEGMENT_INDEXES):
         parsed = parse_index_name(r["name"])
         if parsed is None or (dim is not None and parsed[0] != dim):
             continue
-        d, lo, hi, legacy = parsed
-        out.append(SegmentIndex(r["name"], d, lo, hi, int(r["rows"]), bool(r["valid"]), legacy))
-    return sorted(out, key=lambda s: (s.dim, s.lo, s.hi, s.legacy))
+        d, lo, hi, legacy, interim = parsed
+        out.append(SegmentIndex(r["name"], d, lo, hi, int(r["rows"]), bool(r["valid"]), legacy, interim))
+    return sorted(out, key=lambda s: (s.dim, s.lo, s.hi, s.legacy, s.interim))
 
 
 def cover(indexes: list[SegmentIndex]) -> tuple[SegmentIndex, ...]:
-    """Valid indexes covering disjoint segment ranges, widest first (a merged index beats its parts)."""
+    """Valid indexes covering disjoint segment ranges, widest first (a merged index beats its parts), an HNSW
+    index before an interim one over the same range."""
     chosen: list[SegmentIndex] = []
-    for s in sorted((s for s in indexes if s.valid), key=lambda s: (-s.span, -s.rows, s.legacy)):
+    for s in sorted((s for s in indexes if s.valid), key=lambda s: (-s.span, s.interim, -s.rows, s.legacy)):
         if all(s.hi < c.lo or s.lo > c.hi for c in chosen):
             chosen.append(s)
     return tuple(sorted(chosen, key=lambda s: s.lo))
@@ -123,9 +140,9 @@ def uncovered(covered: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int | No
 class SearchPlan:
     """Which arms one search runs (see the module docstring).
 
-    ``whole``: one exact arm over all the project's rows of the dimension; otherwise one HNSW arm per range in
-    ``hnsw`` plus exact arms for the unindexed rows and for each range in ``exact`` (hi None: unbounded). The
-    ranges of ``hnsw`` and ``exact`` together must cover every segment label exactly once.
+    ``whole``: one exact arm over all the project's rows of the dimension; otherwise one index arm (HNSW or
+    interim) per range in ``hnsw`` plus exact arms for the unindexed rows and for each range in ``exact`` (hi
+    None: unbounded). The ranges of ``hnsw`` and ``exact`` together must cover every segment label exactly once.
     """
 
     whole: bool = True
@@ -235,7 +252,7 @@ def _filters_sql(first_param: int, n_exclude: int, n_require: int) -> str:
 
 # Parameters: $1 query halfvec, $2 project_id, $3 text_id to leave out (NULL: none), $4 k = offset + limit,
 # $5 threshold (real), $6 offset, $7 limit, then the filters' (path, value) pairs.
-_HNSW_ARM = """
+_INDEX_ARM = """
     (SELECT e.embeddings_id, e.text_id, e.vector::halfvec({dim}) <=> $1 AS distance
      FROM embeddings e
      WHERE e.vector_dim = {dim} AND e.indexed{segments} AND e.project_id = $2 AND e.text_id IS DISTINCT FROM $3
@@ -291,7 +308,7 @@ def search_sql(
     if plan.whole:
         arms = [_EXACT_ARM.format(dim=dim, rows="", filters=filters)]
     else:
-        arms = [_HNSW_ARM.format(dim=dim, segments=_hnsw_range_sql(lo, hi), filters=filters) for lo, hi in plan.hnsw]
+        arms = [_INDEX_ARM.format(dim=dim, segments=_hnsw_range_sql(lo, hi), filters=filters) for lo, hi in plan.hnsw]
         arms.append(_EXACT_ARM.format(dim=dim, rows=" AND NOT e.indexed", filters=filters))
         arms += [
             _EXACT_ARM.format(dim=dim, rows=" AND e.indexed" + _range_sql(lo, hi), filters=filters)
