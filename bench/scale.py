@@ -209,7 +209,7 @@ class Sampler:
             db = [(dead, b) for at, dead, b in self.db if t <= at < t + 10]
             extra = ""
             if db:
-                building = sorted({b.removeprefix("embeddings_hnsw_") for _, b in db if b})
+                building = sorted({b.removeprefix("embeddings_").removeprefix("hnsw_") for _, b in db if b})
                 extra = f"  | dead {max(d for d, _ in db) / 1000:6.0f}k  {','.join(building)}"
             print(f"  {t:7.0f}s  " + "  ".join(f"{p} {a:7.1f}/{b:7.1f}" for p, (a, b, _) in sorted(w.items())) + extra)
             t += 10
@@ -218,8 +218,9 @@ class Sampler:
 # --------------------------------------------------------------------------------------------- database side
 
 
-async def index_complete(dsn: str, projects: list[str] | None = None) -> bool:
-    """No row of ``projects`` (all: None) waits: none unindexed, every segment label covered by a valid index."""
+async def index_complete(dsn: str, projects: list[str] | None = None, *, interim_ok: bool = False) -> bool:
+    """No row of ``projects`` (all: None) waits: none unindexed, every segment label covered by a valid HNSW
+    index (``interim_ok``: or by a valid interim IVFFlat one)."""
     import asyncpg
 
     from vdb_grpc.queries import search as q
@@ -231,7 +232,7 @@ async def index_complete(dsn: str, projects: list[str] | None = None) -> bool:
         waiting = "SELECT EXISTS (SELECT 1 FROM embeddings e JOIN projects p USING (project_id) WHERE NOT e.indexed"
         if await conn.fetchval(f"{waiting} {where})", *args):
             return False
-        cover = q.cover(await q.segment_indexes(conn))
+        cover = q.cover([i for i in await q.segment_indexes(conn) if interim_ok or not i.interim])
         for seg in await conn.fetch("SELECT segment, vector_dim FROM embedding_segments"):
             if not any(c.dim == seg[1] and c.lo <= seg[0] <= c.hi for c in cover):
                 return False
@@ -240,9 +241,11 @@ async def index_complete(dsn: str, projects: list[str] | None = None) -> bool:
         await conn.close()
 
 
-async def wait_indexed(dsn: str, projects: list[str] | None, started: float, limit: float) -> float:
+async def wait_indexed(
+    dsn: str, projects: list[str] | None, started: float, limit: float, *, interim_ok: bool = False
+) -> float:
     while time.monotonic() - started < limit:
-        if await index_complete(dsn, projects):
+        if await index_complete(dsn, projects, interim_ok=interim_ok):
             return time.monotonic() - started
         await asyncio.sleep(1.0)
     return float("nan")
@@ -374,6 +377,8 @@ async def main(args: argparse.Namespace) -> int:
         loaded = time.monotonic()
         s.mark(f"uploads done: big {args.rows / big_s:,.0f} rows/s, side {args.side_rows / side_s:,.0f} rows/s")
         # 2. index
+        served_s = await wait_indexed(dsn, None, loaded, args.max_wait, interim_ok=True)
+        s.mark(f"every row served by an index (interim or HNSW) {served_s:.0f}s after the upload ended")
         build_s = await wait_indexed(dsn, None, loaded, args.max_wait)
         s.mark(f"index complete {build_s:.0f}s after the upload ended")
         idle_s = await wait_idle(dsn, loaded, args.max_wait)
@@ -390,12 +395,16 @@ async def main(args: argparse.Namespace) -> int:
         await asyncio.to_thread(upload_result, fb, args.fresh_big)
         end_b = time.monotonic()
         s.mark("fresh rows into big uploaded")
+        served_big_s = await wait_indexed(dsn, ["big"], end_b, args.max_wait, interim_ok=True)
+        s.mark(f"fresh rows of big served by an index {served_big_s:.0f}s after their upload")
         fresh_big_s = await wait_indexed(dsn, ["big"], end_b, args.max_wait)
         s.mark(f"fresh rows of big indexed {fresh_big_s:.0f}s after their upload")
         fn = upload(served.port, key, "fresh", args.fresh_new, args.dims, 0, args.fresh_new)
         await asyncio.to_thread(upload_result, fn, args.fresh_new)
         end_n = time.monotonic()
         s.mark("new project uploaded")
+        served_new_s = await wait_indexed(dsn, ["fresh"], end_n, args.max_wait, interim_ok=True)
+        s.mark(f"new project served by an index {served_new_s:.0f}s after its upload")
         fresh_new_s = await wait_indexed(dsn, ["fresh"], end_n, args.max_wait)
         s.mark(f"new project indexed {fresh_new_s:.0f}s after its upload")
         all_s = await wait_idle(dsn, end_n, args.max_wait)
@@ -420,6 +429,7 @@ async def main(args: argparse.Namespace) -> int:
         print("\nresults")
         row("ingest big (stream)", f"{args.rows / big_s:,.0f} rows/s")
         row("ingest side (stream)", f"{args.side_rows / side_s:,.0f} rows/s")
+        row("every row served by an index (interim or HNSW)", f"{served_s:,.0f} s")
         row(f"time to index complete ({args.rows + args.side_rows:,} rows)", f"{build_s:,.0f} s",
             "<= 900 s (1M x 384, 2 cores)", build_s <= 900 if args.rows >= 1_000_000 else None)  # fmt: skip
         row("... and until merges were done too", f"{idle_s:,.0f} s")
@@ -435,6 +445,8 @@ async def main(args: argparse.Namespace) -> int:
                 f"<= 3x quiet p99 ({3 * base[1]:.1f})", w <= 3 * base[1])  # fmt: skip
             if p in worst_initial:
                 row(f"{p}: worst 10-s p99 during initial load+build", f"{worst_initial[p]:.1f} ms")
+        row("fresh rows into big: served by an index after upload end", f"{served_big_s:.0f} s")
+        row("new project: served by an index after upload end", f"{served_new_s:.0f} s")
         row("fresh rows into big: indexed after upload end", f"{fresh_big_s:.0f} s", "<= 60 s", fresh_big_s <= 60)
         row("new project: indexed after upload end", f"{fresh_new_s:.0f} s", "<= 60 s", fresh_new_s <= 60)
         row("all index work done after the last upload", f"{all_s:.0f} s")
