@@ -492,7 +492,8 @@ class Indexer:
             if rows == 0:
                 await q.forget_segment(conn, label)
                 return
-            await self._vacuum(conn)
+            if not (self.interim_min_rows and rows >= self.interim_min_rows):
+                await self._vacuum(conn)  # else after the interim build: it makes the segment cheap sooner
             return  # the next job builds its interim or its HNSW index (or seals more first)
         await self._build(conn, job)
 
@@ -544,8 +545,7 @@ class Indexer:
         if self.on_index_built is not None and job.kind != "interim":
             self.on_index_built(job.dim, seconds)
         log.info("built %s %s (%s, ~%d rows) in %.1fs", what, job.name, job.kind, job.rows, seconds)
-        if job.kind != "interim":  # the seal before it vacuumed; the HNSW build after it will
-            await self._vacuum(conn)
+        await self._vacuum(conn)
 
     def _resources(self, job: _Job) -> BuildResources:
         return build_resources(
