@@ -254,14 +254,18 @@ async def wait_indexed(
 
 async def wait_idle(dsn: str, started: float, limit: float, settle: float = 10.0) -> float:
     """Until all index work is done: every row covered (``index_complete``) and no index build (segment or
-    merge) has run for ``settle`` seconds. Seconds since ``started``."""
+    merge) and no VACUUM of embeddings (the indexer's after each build, or autovacuum) has run for ``settle``
+    seconds. Seconds since ``started``."""
     import asyncpg
 
     quiet_since: float | None = None
     while time.monotonic() - started < limit:
         conn = await asyncpg.connect(dsn)
         try:
-            building = await conn.fetchval("SELECT count(*) FROM pg_stat_progress_create_index")
+            building = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM pg_stat_progress_create_index)"
+                " + (SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = 'embeddings'::regclass)"
+            )
         finally:
             await conn.close()
         now = time.monotonic()
@@ -478,6 +482,9 @@ async def main(args: argparse.Namespace) -> int:
             row(f"{p}: ... during index work only (after each upload)", f"{ww:.1f} ms",
                 f"<= 3x quiet p99 ({3 * base[1]:.1f})", ww <= 3 * base[1])  # fmt: skip
             row(f"{p}: ... during the uploads only", f"{wu:.1f} ms")
+            after = quiet_after.get(p)
+            if after is not None and base is not after:
+                row(f"{p}: p50 / p99 after all index work (end of the run)", f"{after[0]:.1f} / {after[1]:.1f} ms")
             if p in worst_initial:
                 row(f"{p}: worst 10-s p99 during initial load+build", f"{worst_initial[p]:.1f} ms")
         row("fresh rows into big: served by an index after upload end", f"{served_big_s:.0f} s")
