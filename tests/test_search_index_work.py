@@ -538,3 +538,22 @@ async def test_an_interim_build_cut_short_is_dropped_and_built_again(pool: async
     assert await index_names_of(pool) == {"embeddings_hnsw_8_1_1": True}
     assert [b.name for b in restarted.status().recent_builds] == ["embeddings_ivf_8_1_1", "embeddings_hnsw_8_1_1"]
     await world.check()
+
+
+async def test_slow_searches_are_logged_with_their_plan(
+    pool: asyncpg.Pool, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    await Indexer(pool, seal_min_rows=100).run_until_idle()
+    query = SearchQuery(owner="alice", project_handle="docs", vector=list(world.queries[0]), threshold=-1, limit=K)
+    caplog.set_level("WARNING", logger="vdb_grpc.domain.search")
+    for seconds in (0.0, 3600.0):  # never; only slower than an hour
+        quiet = Search(pool, exact_max_rows=50, stats_ttl=0, segments_ttl=0, slow_search_seconds=seconds)
+        await quiet.search(ADMIN, query)
+    assert not [r for r in caplog.records if "slow search" in r.getMessage()]
+    slow = Search(pool, exact_max_rows=50, stats_ttl=0, segments_ttl=0, slow_search_seconds=1e-9)
+    await slow.search(ADMIN, query)
+    [record] = [r for r in caplog.records if "slow search" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    assert "in alice/docs: 8 dimensions, k 20, 0 filters" in message
+    assert "index arms over segments 1; exact arms: unindexed rows, segments 0, 2-" in message

@@ -18,7 +18,15 @@ from search_fixtures import add_embeddings, clustered, exact_top, make_project, 
 
 from vdb_grpc.auth import ADMIN
 from vdb_grpc.db import create_pool
-from vdb_grpc.domain.search import Condition, ProjectStats, Search, SearchQuery, carry_over, choose_plan
+from vdb_grpc.domain.search import (
+    Condition,
+    ProjectStats,
+    Search,
+    SearchQuery,
+    carry_over,
+    choose_plan,
+    describe_plan,
+)
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import SearchPlan, SegmentIndex
@@ -224,6 +232,13 @@ def test_choose_plan() -> None:
     assert p.hnsw == ((1, 4),)
     assert p.exact == ((0, 0), (5, 6), (7, 7), (8, None))
     assert p.kind == "hnsw"
+
+
+def test_plans_are_described_for_the_slow_search_log() -> None:
+    assert describe_plan(q.EXACT) == "exact (whole project)"
+    assert describe_plan(SearchPlan.over(((3, 5), (9, 9)), ((6, 8),))) == (
+        "index arms over segments 3-5, 9; exact arms: unindexed rows, segments 0-2, 6-8, 10-"
+    )
 
 
 def test_every_label_lies_in_exactly_one_arm() -> None:

@@ -138,6 +138,7 @@ def test_template_env_lists_every_setting():
         "VDB_PROVIDER_RETRIES",
         "VDB_QUERY_CACHE_SIZE",
         "VDB_QUERY_CACHE_SECONDS",
+        "VDB_SLOW_SEARCH_MS",
         "VDB_INDEX_SEAL_MIN_ROWS",
         "VDB_INDEX_SEAL_MAX_ROWS",
         "VDB_INDEX_MAX_SEGMENTS",
@@ -203,3 +204,12 @@ def test_index_interim_min_rows_is_a_row_count_or_off() -> None:
         with pytest.raises(SettingsError) as info:
             Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": bad})
         assert "VDB_INDEX_INTERIM_MIN_ROWS" in str(info.value)
+
+
+def test_slow_search_ms_is_milliseconds_or_off() -> None:
+    assert Settings.from_env({}).slow_search_ms == 1000
+    assert Settings.from_env({"VDB_SLOW_SEARCH_MS": "0"}).slow_search_ms == 0
+    for bad in ("-5", "slow", "0.5"):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env({"VDB_SLOW_SEARCH_MS": bad})
+        assert "VDB_SLOW_SEARCH_MS" in str(info.value)

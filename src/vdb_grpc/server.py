@@ -197,6 +197,7 @@ def build_server(
     search = Search(
         pool,
         ef_search=settings.hnsw_ef_search,
+        slow_search_seconds=settings.slow_search_ms / 1000,
         access_cache=CoherentCache(
             generation,
             settings.auth_cache_seconds,

@@ -109,6 +109,9 @@ class Settings:
     """``VDB_QUERY_CACHE_SIZE``: query texts of text searches whose vectors are kept (0 = none)."""
     query_cache_seconds: float = 60.0
     """``VDB_QUERY_CACHE_SECONDS``: how long a query text's vector is reused."""
+    slow_search_ms: int = 1000
+    """``VDB_SLOW_SEARCH_MS``: a similarity search slower than this is logged at WARNING with its plan (index arms,
+    exact arms) and where the time went (choosing the plan, the statement); 0 = never."""
     max_metadata_bytes: int = 64 * 1024
     """``VDB_MAX_METADATA_BYTES``: largest metadata of one embedding, as compact UTF-8 JSON."""
     max_metadata_depth: int = 16
@@ -330,6 +333,7 @@ class Settings:
 
         provider_timeout = seconds("VDB_PROVIDER_TIMEOUT_SECONDS", cls.provider_timeout_seconds, 0.1, 600)
         query_cache_seconds = seconds("VDB_QUERY_CACHE_SECONDS", cls.query_cache_seconds, 0, 86400)
+        slow_search_ms = integer("VDB_SLOW_SEARCH_MS", cls.slow_search_ms, 0, 3_600_000)
         max_metadata_bytes = integer("VDB_MAX_METADATA_BYTES", cls.max_metadata_bytes, 2, 2**31 - 1)
         max_metadata_depth = integer("VDB_MAX_METADATA_DEPTH", cls.max_metadata_depth, 1, 32)
         max_schema_bytes = integer("VDB_MAX_SCHEMA_BYTES", cls.max_schema_bytes, 2, 16 * MIB)
@@ -393,6 +397,7 @@ class Settings:
             provider_retries=provider_retries,
             query_cache_size=query_cache_size,
             query_cache_seconds=query_cache_seconds,
+            slow_search_ms=slow_search_ms,
             max_metadata_bytes=max_metadata_bytes,
             max_metadata_depth=max_metadata_depth,
             max_schema_bytes=max_schema_bytes,

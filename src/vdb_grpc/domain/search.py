@@ -238,6 +238,17 @@ def choose_plan(stats: ProjectStats, k: int, *, exact_max_rows: int, min_share_d
     return SearchPlan.over(tuple(hnsw), tuple(exact))
 
 
+def describe_plan(plan: SearchPlan) -> str:
+    """A plan in a log line: "exact (whole project)", or its index arms and exact arms as segment ranges."""
+    if plan.whole:
+        return "exact (whole project)"
+
+    def ranges(rs: tuple[tuple[int, int | None], ...]) -> str:
+        return ", ".join(f"{lo}-{'' if hi is None else hi}" if hi != lo else str(lo) for lo, hi in rs) or "none"
+
+    return f"index arms over segments {ranges(plan.hnsw)}; exact arms: unindexed rows, segments {ranges(plan.exact)}"
+
+
 class Search:
     """Use case SearchSimilar."""
 
@@ -255,6 +266,7 @@ class Search:
         stats_ttl: float = 10.0,
         segments_ttl: float = 1.0,
         access_cache: CoherentCache[tuple[Principal, str, str], ProjectAccess] | None = None,
+        slow_search_seconds: float = 1.0,
     ) -> None:
         """Args:
         pool: database pool.
@@ -272,6 +284,8 @@ class Search:
         segments_ttl: seconds the list of a dimension's valid HNSW indexes is reused (a newly built or merged
             index is used this much later at most; one that was dropped is never needed for correctness).
         access_cache: recent read-permission checks (``vdb_grpc.cache``); None: checked on every search.
+        slow_search_seconds: a search taking longer than this (plan and statement) is logged at WARNING with
+            its plan and timings; 0: never.
         """
         self._pool = pool
         self.exact_max_rows = exact_max_rows
@@ -285,6 +299,7 @@ class Search:
         self._segments_ttl = segments_ttl
         self._segments: dict[int, tuple[float, tuple[SegmentIndex, ...]]] = {}
         self._access_cache = access_cache
+        self._slow_search_seconds = slow_search_seconds
 
     async def search(self, principal: Principal, query: SearchQuery) -> list[SearchResult]:
         """Run SearchSimilar for ``principal``.
@@ -317,7 +332,9 @@ class Search:
                 dim = access.dimensions
                 leave_out = None
             k = v.offset + v.limit
+            started = time.perf_counter()
             plan = await self.plan_for(conn, access.project_id, dim, k)
+            planned = time.perf_counter()
             if self.on_plan is not None:
                 self.on_plan(plan.kind)
             if plan.kind == "hnsw":
@@ -339,6 +356,13 @@ class Search:
                 include_text=query.include_text,
                 include_metadata=query.include_metadata,
             )
+            done = time.perf_counter()
+        if self._slow_search_seconds and done - started > self._slow_search_seconds:
+            log.warning(
+                "slow search: %.0f ms (plan %.1f ms, statement %.1f ms) in %s/%s: %d dimensions, k %d, %d filters, %s",
+                (done - started) * 1000, (planned - started) * 1000, (done - planned) * 1000, query.owner,
+                query.project_handle, dim, k, len(v.exclude) + len(v.require), describe_plan(plan),
+            )  # fmt: skip
         return [
             SearchResult(text_id=h.text_id, similarity=1.0 - h.distance, text=h.text, metadata=h.metadata) for h in hits
         ]
