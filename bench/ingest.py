@@ -125,9 +125,9 @@ def run_client(port: int, key: str, mode: str, project: str, rows: int, dims: in
 class Served:
     """``python -m vdb_grpc serve`` in embedded mode on ``data_dir``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, settings: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VDB_", "ENCRYPTION_KEY"))}
-        env.update(VDB_DATA_DIR=str(data_dir), VDB_LISTEN="127.0.0.1:0", VDB_LOG_LEVEL="info")
+        env.update(VDB_DATA_DIR=str(data_dir), VDB_LISTEN="127.0.0.1:0", VDB_LOG_LEVEL="info", **(settings or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vdb_grpc", "serve"], env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT
         )

@@ -366,7 +366,7 @@ async def main(args: argparse.Namespace) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="vdb-scale-"))
     data_dir = tmp / "data"
-    served = ingest.Served(data_dir)
+    served = ingest.Served(data_dir, {"VDB_SLOW_SEARCH_MS": str(args.slow_search_ms)})
     try:
         dsn = pgserver.get_server(data_dir / "pg", cleanup_mode=None).get_uri("vdb")
         admin_key = (data_dir / "admin_key").read_text().strip()
@@ -526,4 +526,5 @@ if __name__ == "__main__":
     ap.add_argument("--recall-queries", type=int, default=200)
     ap.add_argument("--max-wait", type=float, default=7200.0, help="give up waiting for the index after this")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    ap.add_argument("--slow-search-ms", type=int, default=100, help="the server logs searches slower than this")
     sys.exit(asyncio.run(main(ap.parse_args())))
