@@ -20,28 +20,12 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 K = 10
-
-
-async def measure(
-    conn: Any, plan: Any, dims: int, pid: int, queries: np.ndarray[Any, Any], truth: list[set[int]]
-) -> tuple[float, float]:
-    """Recall@10 and mean statement milliseconds of ``plan`` over the held-out ``queries``."""
-    from vdb_grpc.queries import search as q
-
-    hits, lat = 0.0, 0.0
-    for v, tr in zip(queries, truth, strict=True):
-        t = time.perf_counter()
-        got = await q.search(conn, plan, dims, v, pid, None, threshold=-1, offset=0, limit=K)
-        lat += time.perf_counter() - t
-        hits += len(tr & {int(h.text_id[1:]) for h in got}) / K
-    return hits / len(queries), lat / len(queries) * 1000
 
 
 async def main() -> None:
@@ -53,7 +37,7 @@ async def main() -> None:
     ap.add_argument("--shapes", default="1000:0.6,100:1.0,5000:1.5", help="rows per cluster:spread, comma-separated")
     args = ap.parse_args()
 
-    from recall import clusters, draw, private_database  # bench/recall.py
+    from recall import clusters, draw, measure, private_database  # bench/recall.py
 
     from vdb_grpc.queries import indexer as qi
     from vdb_grpc.queries import search as q
@@ -87,11 +71,11 @@ async def main() -> None:
 
             for probes in (int(p) for p in args.probes.split(",")):
                 await conn.execute(f"SET ivfflat.probes = {probes}")
-                rec, ms = await measure(conn, plan, args.dims, pid, queries, truth)
+                rec, _, ms = await measure(conn, plan, args.dims, pid, queries, truth)
                 print(f"{args.rows // int(per)} clusters, spread {spread}: build {build_s:.1f}s  probes {probes:3d}"
                       f"  recall@10 {rec:.3f}  {ms:.2f} ms", flush=True)  # fmt: skip
             await conn.execute(qi.drop_index_sql(q.interim_index_name(args.dims, label, label)))
-            rec, ms = await measure(conn, plan, args.dims, pid, queries, truth)
+            rec, _, ms = await measure(conn, plan, args.dims, pid, queries, truth)
             print(f"{args.rows // int(per)} clusters, spread {spread}: exact arm (no index)"
                   f"  recall@10 {rec:.3f}  {ms:.2f} ms", flush=True)  # fmt: skip
     await pool.close()

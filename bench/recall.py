@@ -43,6 +43,24 @@ def draw(centres: np.ndarray[Any, Any], n: int, seed: int, spread: float = 0.6) 
     return x.astype(np.float16).astype(np.float32)  # type: ignore[no-any-return]
 
 
+async def measure(
+    conn: Any, plan: Any, dims: int, pid: int, queries: np.ndarray[Any, Any], truth: list[set[int]]
+) -> tuple[float, int, float]:
+    """Over the held-out ``queries`` through the service's search statement for ``plan``: recall@10 (against
+    ``truth``, the row numbers of the exact top 10), how many queries got recall < 0.5, mean milliseconds."""
+    from vdb_grpc.queries import search as q
+
+    hits, low, lat = 0.0, 0, 0.0
+    for v, tr in zip(queries, truth, strict=True):
+        t = time.perf_counter()
+        got = await q.search(conn, plan, dims, v, pid, None, threshold=-1, offset=0, limit=K)
+        lat += time.perf_counter() - t
+        r = len(tr & {int(h.text_id[1:]) for h in got}) / K
+        hits += r
+        low += r < 0.5
+    return hits / len(queries), low, lat / len(queries) * 1000
+
+
 async def private_database(dims: int, prefix: str) -> tuple[Any, Any, int]:
     """A private embedded PostgreSQL in a temp dir (deleted by ``server.cleanup()``), migrated, with one user
     and one project of ``dims`` dimensions: (server, pool, project_id)."""
@@ -126,17 +144,9 @@ async def main() -> None:
             plan = q.SearchPlan.over(tuple((s.lo, s.hi) for s in cover))
             for ef in (int(e) for e in args.ef.split(",")):
                 await conn.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {ef}")
-                hits, zero, lat = 0.0, 0, 0.0
-                for v, tr in zip(queries, truth, strict=True):
-                    t = time.perf_counter()
-                    got = await q.search(conn, plan, args.dims, v, pid, None, threshold=-1, offset=0, limit=K)
-                    lat += time.perf_counter() - t
-                    r = len(tr & {int(h.text_id[1:]) for h in got}) / K
-                    hits += r
-                    zero += r < 0.5
-                n = len(queries)
-                print(f"build {build + 1} ({build_s:.0f}s): ef_search {ef:4d}  recall@10 {hits / n:.3f}"
-                      f"  queries<0.5 {zero}/{n}  {lat / n * 1000:.2f} ms", flush=True)  # fmt: skip
+                rec, low, ms = await measure(conn, plan, args.dims, pid, queries, truth)
+                print(f"build {build + 1} ({build_s:.0f}s): ef_search {ef:4d}  recall@10 {rec:.3f}"
+                      f"  queries<0.5 {low}/{len(queries)}  {ms:.2f} ms", flush=True)  # fmt: skip
     await pool.close()
     server.cleanup()
 

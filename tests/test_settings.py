@@ -186,30 +186,24 @@ def test_request_limits_are_settings_with_defaults_and_bounds() -> None:
         assert f"{name}=" in template, name
 
 
-def test_index_build_nice_is_a_nice_value() -> None:
-    assert Settings.from_env({}).index_build_nice == 10
-    assert Settings.from_env({"VDB_INDEX_BUILD_NICE": "0"}).index_build_nice == 0
-    assert Settings.from_env({"VDB_INDEX_BUILD_NICE": "19"}).index_build_nice == 19
-    for bad in ("20", "-1", "low"):
+@pytest.mark.parametrize(
+    ("variable", "field", "default", "accepted", "refused"),
+    [
+        # a Unix nice value
+        ("VDB_INDEX_BUILD_NICE", "index_build_nice", 10, {"0": 0, "19": 19}, ("20", "-1", "low")),
+        # a row count, 0 = never
+        ("VDB_INDEX_INTERIM_MIN_ROWS", "index_interim_min_rows", 20_000, {"0": 0, "5000": 5000}, ("-1", "many", "1e9")),
+        # milliseconds, 0 = never
+        ("VDB_SLOW_SEARCH_MS", "slow_search_ms", 1000, {"0": 0, "250": 250}, ("-5", "slow", "0.5")),
+    ],
+)
+def test_integer_settings_keep_to_their_bounds(
+    variable: str, field: str, default: int, accepted: dict[str, int], refused: tuple[str, ...]
+) -> None:
+    assert getattr(Settings.from_env({}), field) == default
+    for text, value in accepted.items():
+        assert getattr(Settings.from_env({variable: text}), field) == value
+    for bad in refused:
         with pytest.raises(SettingsError) as info:
-            Settings.from_env({"VDB_INDEX_BUILD_NICE": bad})
-        assert "VDB_INDEX_BUILD_NICE" in str(info.value)
-
-
-def test_index_interim_min_rows_is_a_row_count_or_off() -> None:
-    assert Settings.from_env({}).index_interim_min_rows == 20_000
-    assert Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": "0"}).index_interim_min_rows == 0  # never
-    assert Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": "5000"}).index_interim_min_rows == 5000
-    for bad in ("-1", "many", "1e9"):
-        with pytest.raises(SettingsError) as info:
-            Settings.from_env({"VDB_INDEX_INTERIM_MIN_ROWS": bad})
-        assert "VDB_INDEX_INTERIM_MIN_ROWS" in str(info.value)
-
-
-def test_slow_search_ms_is_milliseconds_or_off() -> None:
-    assert Settings.from_env({}).slow_search_ms == 1000
-    assert Settings.from_env({"VDB_SLOW_SEARCH_MS": "0"}).slow_search_ms == 0
-    for bad in ("-5", "slow", "0.5"):
-        with pytest.raises(SettingsError) as info:
-            Settings.from_env({"VDB_SLOW_SEARCH_MS": bad})
-        assert "VDB_SLOW_SEARCH_MS" in str(info.value)
+            Settings.from_env({variable: bad})
+        assert variable in str(info.value)

@@ -38,7 +38,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 #: Iterative scan budget (rows visited) before an HNSW index scan gives up; a search raises it for large k.
 HNSW_MAX_SCAN_TUPLES = 40_000
 #: Lists an interim IVFFlat index has at most (``queries.indexer.interim_lists``) and lists a scan of one probes:
-#: a tenth of a segment's rows, recall@10 0.955-0.999 on held-out queries at 100k x 384 (docs/search.md).
+#: a tenth of a segment's rows, recall@10 0.948-0.999 on held-out queries at 100k x 384 (bench/interim.py).
 IVFFLAT_PROBES = 10
 
 

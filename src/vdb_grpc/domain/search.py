@@ -449,8 +449,5 @@ class Search:
         rows = await q.project_rows(conn, project_id, dim, PROJECT_COUNT_CAP)
         if rows <= self.exact_max_rows:
             return ProjectStats(segments, rows)
-        caps = [
-            (s.lo, s.hi, segment_cap(s, exact_max_rows=self.exact_max_rows, min_share_divisor=self.min_share_divisor))
-            for s in segments
-        ]
+        caps = [(s.lo, s.hi, self._segment_cap(s)) for s in segments]
         return ProjectStats(segments, rows, tuple(await q.segment_rows(conn, project_id, dim, caps)))
