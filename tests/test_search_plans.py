@@ -28,6 +28,7 @@ from vdb_grpc.domain.search import (
     describe_plan,
 )
 from vdb_grpc.indexer import Indexer
+from vdb_grpc.queries import indexer as q_indexer
 from vdb_grpc.queries import search as q
 from vdb_grpc.queries.search import SearchPlan, SegmentIndex
 
@@ -267,6 +268,20 @@ def test_cover_takes_an_interim_index_only_where_no_hnsw_index_is_valid() -> Non
     assert q.parse_index_name("embeddings_ivf_384_3_3") == (384, 3, 3, False, True)
     assert q.parse_index_name("embeddings_ivf_384") is None  # interim indexes always name their range
     assert q.parse_index_name("embeddings_hnsw_384") == (384, 0, 0, True, False)
+
+
+def test_index_ddl_names_only_segment_indexes() -> None:
+    """Index DDL cannot bind parameters: only names ``parse_index_name`` accepts are ever dropped, and the
+    interim index's lists stay between 1 and 100 (a tenth of the segment probed)."""
+    for name in ("embeddings_hnsw_384_1_2", "embeddings_ivf_384_3_3", "embeddings_hnsw_384"):
+        assert q_indexer.drop_index_sql(name) == f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
+    for name in ("embeddings_pkey", "embeddings_ivf_384", "embeddings_hnsw_384_1_2; DROP TABLE users", "x"):
+        with pytest.raises(ValueError):
+            q_indexer.drop_index_sql(name)
+    assert [q_indexer.interim_lists(n) for n in (0, 199, 400, 20_000, 250_000)] == [1, 1, 2, 100, 100]
+    sql = q_indexer.create_interim_index_sql(384, 3, 3, 50_000)
+    assert "embeddings_ivf_384_3_3" in sql and "lists = 100" in sql
+    assert "WHERE vector_dim = 384 AND indexed AND index_segment BETWEEN 3 AND 3" in sql  # the HNSW predicate
 
 
 def test_counts_carry_over_to_a_new_index_list() -> None:
