@@ -119,7 +119,7 @@ class IndexerStatus:
 
 @dataclass(frozen=True)
 class _Job:
-    kind: str  # "drop", "segment", "interim", "seal", "merge", "replace"
+    kind: str  # "drop", "release", "segment", "interim", "seal", "merge", "replace"
     dim: int
     lo: int = 0
     hi: int = 0
@@ -353,6 +353,9 @@ class Indexer:
         def interim(dim: int, label: int) -> bool:
             return any(i.interim and i.valid and i.dim == dim and i.lo <= label <= i.hi for i in state.indexes)
 
+        def any_index(dim: int, label: int) -> bool:  # valid or not, being built or left by a crash
+            return any(i.dim == dim and i.lo <= label <= i.hi and not i.legacy for i in state.indexes)
+
         for i in state.indexes:
             if not i.valid and i.name != building:
                 jobs.append(_Job("drop", i.dim, name=i.name))
@@ -371,14 +374,27 @@ class Indexer:
             if not any(s.lo <= 0 <= s.hi and not s.legacy for s in covers.get(dim, ())):
                 if not any(s.legacy for s in covers.get(dim, ())):
                     jobs.append(_Job("replace", dim, 0, 0, 0, qs.segment_index_name(dim, 0, 0)))
-        pending = [s for s in state.segments if s.dim <= HNSW_MAX_DIMENSIONS and not covered(s.dim, s.segment)]
+        # Segments without a valid HNSW index; an open one (a stream still writes into it) waits for its close.
+        unbuilt = [s for s in state.segments if s.dim <= HNSW_MAX_DIMENSIONS and not covered(s.dim, s.segment)]
+        pending = []
+        for seg in (s for s in unbuilt if not s.open):
+            if not any_index(seg.dim, seg.segment) and (
+                seg.rows == 0 or (seg.streamed and seg.rows < self.seal_min_rows and covers.get(seg.dim))
+            ):
+                # Empty, or a short stream's: its rows go back to the backlog (trickled into the newest segment)
+                # rather than costing a build and a merge of their own.
+                jobs.append(_Job("release", seg.dim, seg.segment, seg.segment, seg.rows))
+            else:
+                pending.append(seg)
         for seg in pending:
             if self.interim_min_rows and seg.rows >= self.interim_min_rows and not interim(seg.dim, seg.segment):
                 name = qs.interim_index_name(seg.dim, seg.segment, seg.segment)
                 jobs.append(_Job("interim", seg.dim, seg.segment, seg.segment, seg.rows, name))
         waiting = False  # a seal ahead of pending HNSW builds waits for the backlog to settle
         for dim, backlog in sorted(state.backlog.items()):
-            if dim > HNSW_MAX_DIMENSIONS or any(j.dim == dim and j.kind in ("replace", "interim") for j in jobs):
+            if dim > HNSW_MAX_DIMENSIONS or any(
+                j.dim == dim and j.kind in ("replace", "release", "interim") for j in jobs
+            ):
                 continue
             if not (backlog >= self.seal_min_rows or not covers.get(dim)):
                 continue
@@ -398,8 +414,16 @@ class Indexer:
             jobs.append(_Job("segment", seg.dim, seg.segment, seg.segment, seg.rows, name))
         for dim, cov in sorted(covers.items()):
             if len(cov) > self.max_segments and not any(s.legacy for s in cov):
-                a, b = min(itertools.pairwise(cov), key=lambda p: p[0].rows + p[1].rows)
-                jobs.append(_Job("merge", dim, a.lo, b.hi, a.rows + b.rows, qs.segment_index_name(dim, a.lo, b.hi)))
+                # Never over a segment between the two that has no index yet: a stream may still be writing into
+                # it, and its HNSW build would then be maintained by every later batch.
+                between = [s.segment for s in unbuilt if s.dim == dim]
+                pairs = [
+                    (a, b) for a, b in itertools.pairwise(cov) if not any(a.hi < label < b.lo for label in between)
+                ]
+                if pairs:
+                    a, b = min(pairs, key=lambda p: p[0].rows + p[1].rows)
+                    name = qs.segment_index_name(dim, a.lo, b.hi)
+                    jobs.append(_Job("merge", dim, a.lo, b.hi, a.rows + b.rows, name))
         return jobs
 
     # ------------------------------------------------------------------------------------------ flips
@@ -485,6 +509,11 @@ class Indexer:
             log.info("dropping index %s", job.name)
             async with self._session(conn):
                 await conn.execute(q.drop_index_sql(job.name))
+            return
+        if job.kind == "release":
+            n = await q.release_segment(conn, job.dim, job.lo)
+            if n is not None:
+                log.info("handed %d rows of segment %d (%d dimensions) back to the backlog", n, job.lo, job.dim)
             return
         if job.kind == "seal":
             label = await q.new_segment(conn, job.dim)

@@ -30,6 +30,7 @@ from vdb_grpc.domain.embeddings import Embeddings
 from vdb_grpc.domain.instances import Instances
 from vdb_grpc.domain.projects import Projects
 from vdb_grpc.domain.search import Search
+from vdb_grpc.domain.stream_segments import SegmentPolicy
 from vdb_grpc.domain.texts import Texts
 from vdb_grpc.domain.users import Users
 from vdb_grpc.indexer import Indexer
@@ -206,9 +207,8 @@ def build_server(
     )
     if metrics is not None:
         search.on_plan = metrics.search_plan
-    # The indexer defers its passes while uploads arrive (upload_pacing); it is told of uploads, not woken:
-    # Indexer._run waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands just
-    # after a wake() and hang Indexer.stop().
+    # The indexer defers its passes while uploads arrive (upload_pacing): it is told of uploads, not woken, except
+    # when a stream closes its own segment (domain.stream_segments), whose index is then due at once.
     indexer = UploadAwareIndexer(
         primary_pool,
         seal_min_rows=settings.index_seal_min_rows,
@@ -223,7 +223,13 @@ def build_server(
     if metrics is not None:
         indexer.on_index_built = metrics.index_built
     embeddings = Embeddings(
-        pool, max_batch_items=settings.max_batch_items, on_commit=indexer.note_upload, limits=settings.limits
+        pool,
+        max_batch_items=settings.max_batch_items,
+        on_commit=indexer.note_upload,
+        limits=settings.limits,
+        # A stream that has sent a seal's worth of rows writes the rest into a segment of its own.
+        stream_segments=SegmentPolicy(min_rows=settings.index_seal_min_rows, max_rows=settings.index_seal_max_rows),
+        on_segment_closed=indexer.note_segment_closed,
     )
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (

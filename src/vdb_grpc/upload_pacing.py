@@ -55,6 +55,13 @@ class UploadAwareIndexer(Indexer):
         """Record a committed upload (``Embeddings``' on_commit hook). Starts nothing, unlike ``wake``."""
         self._last_upload = self._clock()
 
+    def note_segment_closed(self) -> None:
+        """A stream has closed its segment (``vdb_grpc.domain.stream_segments``): its rows wait for an index, and
+        only they were written -- the next pass runs now, even while other uploads arrive."""
+        self._last_upload = -math.inf
+        self._deferring_since = None
+        self.wake()
+
     def deferring(self) -> bool:
         """True when the next pass should wait: uploads are arriving and the pass has not waited too long."""
         now = self._clock()

@@ -16,7 +16,8 @@ Streaming ingest
     commits only after batch k has (rolled back if k failed). Every batch is authorized again. A failing batch
     ends the stream with its error, prefixed ``batch k`` (0-based) and carrying a ``google.rpc.ErrorInfo`` that
     says how many batches and embeddings were committed before it: exactly batches 0 … k-1; batch k and anything
-    the client sent after it are not stored.
+    the client sent after it are not stored. A stream that has sent many rows writes the rest into an index
+    segment of its own instead of as unindexed rows (``vdb_grpc.domain.stream_segments``).
 
 Lock order and conflicts
     A batch writes its rows in text_id order (``vdb_grpc.queries.embeddings``), so overlapping batches wait for
@@ -44,6 +45,7 @@ from vdb_grpc.auth import Principal
 from vdb_grpc.db import halfvec_wire
 from vdb_grpc.domain.projects import ProjectAccess, resolve_project_access
 from vdb_grpc.domain.retry import retry_conflicts
+from vdb_grpc.domain.stream_segments import SegmentPolicy, StreamSegment, StreamSegments
 from vdb_grpc.errors import (
     ErrorInfo,
     FieldViolation,
@@ -485,17 +487,23 @@ class Embeddings:
         max_batch_items: int,
         on_commit: Callable[[], None] | None = None,
         limits: Limits | None = None,
+        stream_segments: SegmentPolicy | None = None,
+        on_segment_closed: Callable[[], None] | None = None,
     ) -> None:
         """Args:
         pool: database pool.
         max_batch_items: most items per upload request or stream message (``VDB_MAX_BATCH_ITEMS``).
         on_commit: called after each committed upload (wakes the background indexer).
         limits: per-item limits of metadata and text, and of stored schemas (``vdb_grpc.limits``).
+        stream_segments: when streams write into index segments of their own (None: never).
+        on_segment_closed: called when a stream has closed such a segment (its index can be built now).
         """
         self._limits = limits or Limits()
         self._pool = pool
         self._max_batch_items = max_batch_items
         self._on_commit = on_commit
+        self._stream_segments = stream_segments or SegmentPolicy()
+        self._on_segment_closed = on_segment_closed
         self._schemas: dict[str, MetadataSchema] = {}
 
     def check_batch_size(self, n: int, field: str = "embeddings") -> None:
@@ -573,6 +581,7 @@ class Embeddings:
         after: _Previous | None = None,
         reauthenticate: Reauthenticate | None = None,
         written: asyncio.Event | None = None,
+        segment: StreamSegment | None = None,
     ) -> tuple[UpsertResult, _Target]:
         """Authorize, check and store one batch atomically; retry the whole transaction after a conflict.
 
@@ -582,7 +591,7 @@ class Embeddings:
         back and runs it again (``retry_conflicts``), so only the committed attempt's counts are returned.
 
         ``after`` and ``written``: see ``_commit_once``; ``written`` is set however this ends, so the next batch
-        never waits for a batch that failed.
+        never waits for a batch that failed. ``segment``: the stream's segment this batch writes into.
         """
         try:
             if after is not None:
@@ -594,7 +603,9 @@ class Embeddings:
                     raise Unauthenticated("the API key no longer belongs to the caller that opened the stream")
 
             async def attempt() -> tuple[UpsertResult, _Target]:
-                return await self._commit_once(principal, owner, project_handle, batch, prepared, after, written)
+                return await self._commit_once(
+                    principal, owner, project_handle, batch, prepared, after, written, segment
+                )
 
             return await retry_conflicts(attempt, f"upload to {owner}/{project_handle}")
         finally:
@@ -610,6 +621,7 @@ class Embeddings:
         prepared: _Prepared | None,
         after: _Previous | None,
         written: asyncio.Event | None,
+        segment: StreamSegment | None = None,
     ) -> tuple[UpsertResult, _Target]:
         """One attempt of ``_commit``: check (unless ``prepared`` was checked against the same target) and store.
 
@@ -619,6 +631,10 @@ class Embeddings:
         flush). Starting only after the previous batch's writes keeps the wait deadlock-free: a batch that holds
         locks and waits for its predecessor waits for a transaction that only commits and waits for no lock
         itself, so no cycle can run through this wait, which PostgreSQL cannot see.
+
+        With ``segment`` the rows are written indexed in that segment (if this transaction sees the dimensions it
+        was opened for) and the segment's lease is renewed after them: that row lock is the one lock a batch may
+        wait for that its predecessor holds, and the predecessor only commits.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             access = await resolve_project_access(conn, principal, owner, project_handle, "write", lock="share")
@@ -632,6 +648,9 @@ class Embeddings:
             if prepared is None or prepared.target != target:
                 prepared = await self._prepare_off_loop(batch, target, stored)
             counts = UpsertCounts(0, 0)
+            label = None
+            if segment is not None and not segment.gone and segment.dim == target.dimensions:
+                label = segment.label
             if prepared.text_ids:
                 counts = await q.upsert_embeddings(
                     conn,
@@ -643,7 +662,13 @@ class Embeddings:
                     texts=prepared.texts,
                     vectors=prepared.vectors,
                     metadata_json=prepared.metadata_json,
+                    segment=label,
                 )
+                if label is not None and segment is not None:
+                    lease = self._stream_segments.lease_seconds
+                    if not await q.renew_segment(conn, label, len(prepared.text_ids), lease):
+                        segment.gone = True  # handed back by the indexer: these rows are backlog like any upload
+                        await q.unindex_rows(conn, target.project_id, prepared.text_ids)
             if counts.new_without_metadata and target.schema_text:
                 # a row deleted since stored_text_ids was read: refused all the same, rolled back
                 raise _new_without_metadata(prepared.text_ids, counts.new_without_metadata)
@@ -694,6 +719,7 @@ class Embeddings:
         target: _Target | None = None
         in_flight: deque[tuple[int, _Previous]] = deque()
         index = 0
+        segments = StreamSegments(self._pool, self._stream_segments, self._on_segment_closed)
 
         async def finish_oldest() -> _Target:
             batch_no, previous = in_flight.popleft()
@@ -704,6 +730,7 @@ class Embeddings:
             done.batches += 1
             done.inserted += result.inserted
             done.replaced += result.replaced
+            await segments.committed(batch_no)
             return used
 
         try:
@@ -737,17 +764,24 @@ class Embeddings:
                 after = in_flight[-1][1] if in_flight else None
                 again = reauthenticate if index > 0 else None  # the interceptor has just authenticated batch 0
                 written = asyncio.Event()
-                task = asyncio.create_task(self._commit(principal, *project, batch, prepared, after, again, written))
+                segment = await segments.for_batch(
+                    index, len(batch), *((target.project_id, target.dimensions) if target else (None, None))
+                )
+                task = asyncio.create_task(
+                    self._commit(principal, *project, batch, prepared, after, again, written, segment)
+                )
                 in_flight.append((index, _Previous(task, written)))
                 index += 1
             while in_flight:
                 await finish_oldest()
+            await segments.close_all()
         finally:
             for _, previous in in_flight:
                 previous.task.cancel()
             for _, previous in in_flight:
                 with contextlib.suppress(BaseException):
                     await previous.task
+            segments.close_all_later()  # a stream cut short (on success: nothing is left to close)
         return done
 
     async def get(self, principal: Principal, owner: str, project_handle: str, text_id: str) -> EmbeddingRow:

@@ -51,8 +51,10 @@ class EmbeddingRow:
 UPSERT_EMBEDDINGS = """
 WITH stored AS (
     INSERT INTO embeddings AS e
-        (text_id, owner, project_id, llm_service_instance_id, text, vector, vector_dim, metadata, indexed)
-    SELECT u.text_id, $1, $2, $3, u.text, u.vector, $4, nullif(u.metadata, 'null'), false
+        (text_id, owner, project_id, llm_service_instance_id, text, vector, vector_dim, metadata, indexed,
+         index_segment)
+    SELECT u.text_id, $1, $2, $3, u.text, u.vector, $4, nullif(u.metadata, 'null'), $9::int IS NOT NULL,
+           coalesce($9::int, 0)
     FROM unnest(
         $5::text[], $6::text[], $7::halfvec[],
         ARRAY(SELECT m FROM jsonb_array_elements($8::jsonb) WITH ORDINALITY AS j (m, i) ORDER BY i)
@@ -64,7 +66,8 @@ WITH stored AS (
         llm_service_instance_id = EXCLUDED.llm_service_instance_id,
         text = COALESCE(EXCLUDED.text, e.text),
         metadata = COALESCE(EXCLUDED.metadata, e.metadata),
-        indexed = false,
+        indexed = EXCLUDED.indexed,
+        index_segment = EXCLUDED.index_segment,
         updated_at = now()
     RETURNING xmax = 0 AS inserted, e.text_id, e.metadata IS NULL AS no_metadata
 )
@@ -85,8 +88,10 @@ async def upsert_embeddings(
     texts: list[str | None],
     vectors: list[bytes],
     metadata_json: str,
+    segment: int | None = None,
 ) -> UpsertCounts:
-    """Insert or replace a batch (text_ids unique within it) as unindexed rows.
+    """Insert or replace a batch (text_ids unique within it) as unindexed rows, or (``segment``) as rows indexed
+    in that segment, which a streaming upload opened (``open_segment``) and no index covers yet.
 
     ``vectors`` are halfvec wire bytes of ``dimensions`` values each; ``metadata_json`` is a JSON array with one
     element per item (one parameter parses much faster than a ``jsonb[]`` of small documents). A None text or a
@@ -103,10 +108,92 @@ async def upsert_embeddings(
         texts,
         vectors,
         metadata_json,
+        segment,
     )
     return UpsertCounts(
         inserted=r["inserted"], replaced=r["replaced"], new_without_metadata=tuple(r["new_without_metadata"])
     )
+
+
+# Segments of streaming uploads (docs/search.md, "Streamed uploads"): a stream that has sent many rows writes the
+# rest straight into a segment of its own, so the indexer need not rewrite them to seal them. The segment's
+# lease (``writing_until``) keeps the indexer from building an index over it while the stream writes; every
+# batch renews it, the stream's end closes it. clock_timestamp(), not now(): a transaction's start time would
+# let a lease be renewed after it ran out. Index bookkeeping lives in ``vdb_grpc.queries.indexer``.
+
+OPEN_SEGMENT = """
+INSERT INTO embedding_segments (vector_dim, writing_until)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+RETURNING segment
+"""
+
+
+async def open_segment(conn: asyncpg.Connection, dim: int, lease_seconds: float) -> int:
+    """Register a new segment of ``dim`` for a stream, leased for ``lease_seconds``; its label."""
+    return int(await conn.fetchval(OPEN_SEGMENT, dim, float(lease_seconds)))
+
+
+RENEW_SEGMENT = """
+UPDATE embedding_segments
+SET sealed_rows = sealed_rows + $2, writing_until = clock_timestamp() + make_interval(secs => $3)
+WHERE segment = $1 AND writing_until IS NOT NULL
+RETURNING segment
+"""
+
+
+async def renew_segment(conn: asyncpg.Connection, segment: int, rows: int, lease_seconds: float) -> bool:
+    """Count ``rows`` more rows into the stream's ``segment`` and renew its lease (in the batch's transaction,
+    after its rows: the row lock it takes makes the stream's next batch wait here until this one commits).
+    False when the segment is gone (its lease ran out and the indexer handed its rows back)."""
+    return await conn.fetchval(RENEW_SEGMENT, segment, rows, float(lease_seconds)) is not None
+
+
+UNINDEX_ROWS = """
+UPDATE embeddings SET indexed = false, index_segment = 0
+WHERE project_id = $1 AND text_id = ANY($2::text[])
+"""
+
+
+async def unindex_rows(conn: asyncpg.Connection, project_id: int, text_ids: list[str]) -> None:
+    """Make rows just written into a segment that is gone ordinary unindexed rows again (same transaction)."""
+    await conn.execute(UNINDEX_ROWS, project_id, text_ids)
+
+
+LOCK_SEGMENT = "SELECT sealed_rows FROM embedding_segments WHERE segment = $1 FOR UPDATE"
+
+ADOPT_BACKLOG = """
+WITH chunk AS (
+    SELECT embeddings_id FROM embeddings
+    WHERE project_id = $2 AND vector_dim = $3 AND NOT indexed
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), adopted AS (
+    UPDATE embeddings e SET indexed = true, index_segment = $1
+    FROM chunk
+    WHERE e.embeddings_id = chunk.embeddings_id
+    RETURNING 1
+)
+SELECT count(*) FROM adopted
+"""
+
+CLOSE_SEGMENT = """
+UPDATE embedding_segments
+SET sealed_rows = sealed_rows + $2, writing_until = least(writing_until, clock_timestamp())
+WHERE segment = $1
+"""
+
+
+async def close_segment(conn: asyncpg.Connection, segment: int, project_id: int, dim: int, room: int) -> int | None:
+    """End a stream's lease on ``segment``, first moving up to ``room`` of the project's unindexed rows of
+    ``dim`` into it (the stream's first batches, written before it had a segment: sealing them would take a
+    segment, a build and a merge of their own). Rows locked by an upload in flight are skipped. Returns the
+    rows adopted, None when the segment is gone."""
+    async with conn.transaction():
+        if await conn.fetchval(LOCK_SEGMENT, segment) is None:
+            return None
+        n = int(await conn.fetchval(ADOPT_BACKLOG, segment, project_id, dim, max(int(room), 0)))
+        await conn.execute(CLOSE_SEGMENT, segment, n)
+    return n
 
 
 STORED_TEXT_IDS = "SELECT text_id FROM embeddings WHERE project_id = $1 AND text_id = ANY($2::text[])"

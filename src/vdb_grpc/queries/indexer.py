@@ -95,11 +95,17 @@ async def backlog_count(conn: asyncpg.Connection, dim: int, cap: int) -> int:
 
 @dataclass(frozen=True)
 class Segment:
-    """One sealed segment (a row of ``embedding_segments``)."""
+    """One registered segment (a row of ``embedding_segments``).
+
+    ``streamed``: opened by a streaming upload (``vdb_grpc.domain.stream_segments``), not sealed by the indexer;
+    ``open``: ... and its lease still runs (the stream may write more rows into it: build nothing over it yet).
+    """
 
     segment: int
     dim: int
     rows: int
+    streamed: bool = False
+    open: bool = False
 
 
 NEW_SEGMENT = "INSERT INTO embedding_segments (vector_dim) VALUES ($1) RETURNING segment"
@@ -110,12 +116,16 @@ async def new_segment(conn: asyncpg.Connection, dim: int) -> int:
     return int(await conn.fetchval(NEW_SEGMENT, dim))
 
 
-SEGMENTS = "SELECT segment, vector_dim, sealed_rows FROM embedding_segments ORDER BY segment"
+SEGMENTS = """
+SELECT segment, vector_dim, sealed_rows, writing_until IS NOT NULL AS streamed,
+       coalesce(writing_until > clock_timestamp(), false) AS open
+FROM embedding_segments ORDER BY segment
+"""
 
 
 async def segments(conn: asyncpg.Connection) -> list[Segment]:
     """Every registered segment, oldest first."""
-    return [Segment(int(r[0]), int(r[1]), int(r[2])) for r in await conn.fetch(SEGMENTS)]
+    return [Segment(int(r[0]), int(r[1]), int(r[2]), bool(r[3]), bool(r[4])) for r in await conn.fetch(SEGMENTS)]
 
 
 FORGET_SEGMENT = "DELETE FROM embedding_segments WHERE segment = $1"
@@ -124,6 +134,33 @@ FORGET_SEGMENT = "DELETE FROM embedding_segments WHERE segment = $1"
 async def forget_segment(conn: asyncpg.Connection, segment: int) -> None:
     """Drop a registered segment that received no rows (nothing to build)."""
     await conn.execute(FORGET_SEGMENT, segment)
+
+
+RELEASE_LOCK = """
+SELECT coalesce(writing_until > clock_timestamp(), false) FROM embedding_segments WHERE segment = $1 FOR UPDATE
+"""
+
+RELEASE_ROWS = """
+WITH released AS (
+    UPDATE embeddings SET indexed = false, index_segment = 0
+    WHERE vector_dim = $1 AND indexed AND index_segment = $2
+    RETURNING 1
+)
+SELECT count(*) FROM released
+"""
+
+
+async def release_segment(conn: asyncpg.Connection, dim: int, segment: int) -> int | None:
+    """Hand a closed segment's rows back to the backlog (unindexed) and forget the segment. None (and nothing
+    changed) when it is gone or its lease runs again (its stream wrote a batch meanwhile). The rows are found
+    through the segment btree (PostgreSQL 18 skips over its leading project_id)."""
+    async with conn.transaction():
+        still_open = await conn.fetchval(RELEASE_LOCK, segment)
+        if still_open is None or still_open:
+            return None
+        n = int(await conn.fetchval(RELEASE_ROWS, dim, segment))
+        await conn.execute(FORGET_SEGMENT, segment)
+    return n
 
 
 SEAL_CHUNK = """

@@ -1,0 +1,403 @@
+"""Streams writing straight into index segments of their own (``vdb_grpc.domain.stream_segments``).
+
+A stream that has sent ``min_rows`` rows writes the rest as rows indexed in a segment it opened, so the indexer
+need not rewrite them before building their index; the indexer builds nothing over a segment while its lease
+runs; the stream's close moves its first (unindexed) batches in; a short stream's segment is handed back to the
+backlog; a batch whose segment was handed back writes unindexed rows. Every search meanwhile returns exactly
+numpy's top-k over all rows (small data, large ``ef_search``: an HNSW arm returns its exact top-k), each row once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+from harness import Harness
+from search_fixtures import add_embeddings, clustered, exact_top, make_project, make_user
+
+from vdb_grpc.auth import ADMIN
+from vdb_grpc.db import create_pool, halfvec_wire
+from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
+from vdb_grpc.domain.search import Search, SearchQuery
+from vdb_grpc.domain.stream_segments import SegmentPolicy
+from vdb_grpc.indexer import Indexer
+from vdb_grpc.queries import embeddings as qe
+from vdb_grpc.queries import indexer as qi
+from vdb_grpc.v1 import embedding_pb2 as pb
+
+DIM = 8
+K = 20
+BATCH = 10
+
+
+@pytest.fixture
+async def pool(db_uri: str, server_settings: Any) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(db_uri, server_settings)
+    async with p.acquire() as conn:
+        await make_user(conn, "alice")
+    yield p
+    await p.close()
+
+
+class World:
+    """One project whose rows are known (by text_id), uploaded through ``Embeddings.upsert_stream``."""
+
+    def __init__(self, pool: asyncpg.Pool, pid: int, policy: SegmentPolicy) -> None:
+        self.pool = pool
+        self.pid = pid
+        self.rows: dict[str, np.ndarray[Any, Any]] = {}
+        self.closed = 0
+        self.embeddings = Embeddings(pool, max_batch_items=1000, stream_segments=policy, on_segment_closed=self._closed)
+        self.search = Search(pool, exact_max_rows=10, ef_search=1000, stats_ttl=0, segments_ttl=0)
+        self.queries = clustered(6, DIM, 2, seed=99)
+        self._seed = 0
+
+    def _closed(self) -> None:
+        self.closed += 1
+
+    def batch(self, n: int = BATCH, prefix: str | None = None) -> StreamBatch:
+        """A stream message of ``n`` new rows (or of rows ``prefix``0..n-1, replacing those if stored)."""
+        self._seed += 1
+        x = clustered(n, DIM, 2, seed=self._seed)
+        ids = [f"{prefix or f's{self._seed}-'}{i}" for i in range(n)]
+        self.rows.update(zip(ids, x, strict=True))
+        upload = UploadBatch(ids, x, [0] * n, [""] * n, [None] * n, [None] * n)
+        return StreamBatch("alice", "docs", n, lambda: upload)
+
+    async def stream(self, messages: Iterable[StreamBatch] | AsyncIterator[StreamBatch]) -> int:
+        async def gen() -> AsyncIterator[StreamBatch]:
+            if isinstance(messages, AsyncIterator):
+                async for m in messages:
+                    yield m
+            else:
+                for m in messages:
+                    yield m
+
+        return (await self.embeddings.upsert_stream(ADMIN, gen())).count
+
+    async def add_unindexed(self, n: int) -> None:
+        """Rows written as an ordinary upload would (not through a stream)."""
+        self._seed += 1
+        x = clustered(n, DIM, 2, seed=self._seed)
+        async with self.pool.acquire() as conn:
+            ids = await add_embeddings(conn, self.pid, "alice", x, prefix=f"u{self._seed}-")
+        self.rows.update(zip(ids, x, strict=True))
+
+    async def check(self) -> None:
+        """Every query's results are numpy's exact top-k over all rows, each row once."""
+        ids = list(self.rows)
+        x = np.stack([self.rows[i] for i in ids])
+        for qv in self.queries:
+            got = await self.search.search(
+                ADMIN, SearchQuery(owner="alice", project_handle="docs", vector=list(qv), threshold=-1, limit=K)
+            )
+            found = [r.text_id for r in got]
+            assert len(found) == len(set(found)), "a row returned twice"
+            assert found == [ids[i] for i in exact_top(x, qv, K)]
+
+
+async def make_world(pool: asyncpg.Pool, **policy: Any) -> World:
+    async with pool.acquire() as conn:
+        pid = await make_project(conn, "alice", "docs", DIM)
+    return World(pool, pid, SegmentPolicy(**policy))
+
+
+async def segments(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT s.segment, s.sealed_rows, s.writing_until IS NOT NULL AS streamed,"
+            " coalesce(s.writing_until > clock_timestamp(), false) AS open,"
+            " (SELECT count(*) FROM embeddings e WHERE e.indexed AND e.index_segment = s.segment) AS rows"
+            " FROM embedding_segments s ORDER BY 1"
+        )
+
+
+async def unindexed(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM embeddings WHERE NOT indexed"))
+
+
+async def orphans(pool: asyncpg.Pool) -> int:
+    """Indexed rows whose segment is not registered (they would never get an index)."""
+    async with pool.acquire() as conn:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM embeddings e WHERE e.indexed AND e.index_segment <> 0"
+                " AND NOT EXISTS (SELECT 1 FROM embedding_segments s WHERE s.segment = e.index_segment)"
+            )
+        )
+
+
+async def index_names(pool: asyncpg.Pool) -> dict[str, bool]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname LIKE 'embeddings_hnsw_%' OR c.relname LIKE 'embeddings_ivf_%' ORDER BY 1"
+        )
+    return {r[0]: r[1] for r in rows}
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    """Poll ``condition`` until it holds (at most ``seconds``)."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if await condition():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def streamed_rows_committed(pool: asyncpg.Pool) -> bool:
+    return any(s["streamed"] and s["rows"] for s in await segments(pool))
+
+
+async def idle(indexer: Indexer) -> None:
+    async with asyncio.timeout(60):
+        await indexer.run_until_idle()
+
+
+async def test_a_long_stream_writes_its_rows_into_a_segment_of_its_own(pool: asyncpg.Pool) -> None:
+    """Batches 0 and 1 (sent before the stream knows its project's dimensions, and before min_rows) are
+    ordinary unindexed rows; the rest is written into the stream's segment; the close moves the first ones in."""
+    w = await make_world(pool, min_rows=20)
+    assert await w.stream([w.batch() for _ in range(6)]) == 60
+    segs = await segments(pool)
+    assert [(s["sealed_rows"], s["rows"], s["streamed"], s["open"]) for s in segs] == [(60, 60, True, False)]
+    assert await unindexed(pool) == 0
+    assert w.closed == 1
+    await w.check()  # the segment has no index yet: read exactly
+
+    indexer = Indexer(pool, seal_min_rows=20, interim_min_rows=0)
+    await idle(indexer)
+    assert await index_names(pool) == {f"embeddings_hnsw_{DIM}_{segs[0]['segment']}_{segs[0]['segment']}": True}
+    assert [b.kind for b in indexer.status().recent_builds] == ["segment"]  # no seal: nothing was rewritten
+    await w.check()
+
+
+async def test_short_streams_and_single_uploads_write_unindexed_rows(pool: asyncpg.Pool) -> None:
+    w = await make_world(pool, min_rows=20)
+    assert await w.stream([w.batch(), w.batch()]) == 20  # 20 rows sent before the third batch: none is left
+    assert await segments(pool) == []
+    assert await unindexed(pool) == 20
+    off = World(pool, w.pid, SegmentPolicy(min_rows=0))
+    assert await off.stream([off.batch(5, prefix=f"off{i}-") for i in range(5)]) == 25  # policy off: never
+    assert await segments(pool) == []
+    assert w.closed == off.closed == 0
+
+
+async def test_a_stream_longer_than_a_segment_opens_another(pool: asyncpg.Pool) -> None:
+    w = await make_world(pool, min_rows=20, max_rows=25)
+    assert await w.stream([w.batch() for _ in range(8)]) == 80
+    segs = await segments(pool)
+    assert len(segs) == 3 and all(not s["open"] for s in segs)
+    assert all(s["rows"] <= 25 and s["rows"] == s["sealed_rows"] for s in segs)
+    assert sum(s["rows"] for s in segs) + await unindexed(pool) == 80
+    assert w.closed == 3
+    await w.check()
+    await idle(Indexer(pool, seal_min_rows=20, seal_max_rows=25, interim_min_rows=0, max_segments=10))
+    assert await unindexed(pool) == 0
+    await w.check()
+
+
+async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyncpg.Pool) -> None:
+    """While the stream waits between batches its segment stays open: the indexer builds everything else
+    (rows uploaded meanwhile get their own segment) but not it; searches are exact throughout. The stream
+    replaces indexed rows, too: they move into its segment and are found once."""
+    w = await make_world(pool, min_rows=20)
+    await w.add_unindexed(30)
+    indexer = Indexer(pool, seal_min_rows=20, interim_min_rows=0, max_segments=1)
+    await idle(indexer)
+    first = await index_names(pool)
+    assert len(first) == 1
+    go_on = asyncio.Event()
+    sent = asyncio.Event()
+
+    async def messages() -> AsyncIterator[StreamBatch]:
+        for _ in range(4):
+            yield w.batch()
+        yield w.batch(10, prefix="u1-")  # replaces 10 of the rows indexed above
+        sent.set()
+        await go_on.wait()
+        yield w.batch()
+
+    task = asyncio.create_task(w.stream(messages()))
+    await sent.wait()
+    await until(lambda: streamed_rows_committed(pool))
+    await w.add_unindexed(25)  # another upload meanwhile: sealed and built beside the open segment
+    await idle(indexer)
+    (open_seg,) = [s["segment"] for s in await segments(pool) if s["open"]]
+    names = await index_names(pool)
+    assert not any(f"_{open_seg}_" in n or n.endswith(f"_{open_seg}") for n in names)
+    assert len(names) == 2  # max_segments 1, yet no merge over the open segment lying between the two
+    await w.check()
+    go_on.set()
+    assert await task == 60
+    await w.check()
+    await idle(indexer)
+    names = await index_names(pool)
+    assert len(names) == 1 and all(names.values())  # built, then merged with its neighbours
+    assert await unindexed(pool) == 0
+    await w.check()
+
+
+async def test_a_segment_whose_stream_died_is_built_once_its_lease_runs_out(pool: asyncpg.Pool) -> None:
+    w = await make_world(pool, min_rows=20)
+    rows = clustered(30, DIM, 2, seed=5)
+    ids = [f"d{i}" for i in range(30)]
+    async with pool.acquire() as conn:  # what a stream's batch writes, with a lease of half a second
+        label = await qe.open_segment(conn, DIM, 0.5)
+        async with conn.transaction():
+            await qe.upsert_embeddings(
+                conn,
+                owner="alice",
+                project_id=w.pid,
+                instance_id=await instance(conn, w.pid),
+                dimensions=DIM,
+                text_ids=ids,
+                texts=[None] * 30,
+                vectors=halfvec_wire(rows),
+                metadata_json="[" + ",".join(["null"] * 30) + "]",
+                segment=label,
+            )
+            assert await qe.renew_segment(conn, label, 30, 0.5)
+    w.rows.update(zip(ids, rows, strict=True))
+    indexer = Indexer(pool, seal_min_rows=20, interim_min_rows=0)
+    assert await indexer.run_once()  # nothing to do while the lease runs
+    assert await index_names(pool) == {}
+    await w.check()
+    await asyncio.sleep(0.6)
+    await idle(indexer)
+    assert await index_names(pool) == {f"embeddings_hnsw_{DIM}_{label}_{label}": True}
+    await w.check()
+
+
+async def instance(conn: asyncpg.Connection, pid: int) -> int:
+    return int(await conn.fetchval("SELECT llm_service_instance_id FROM projects WHERE project_id = $1", pid))
+
+
+async def test_a_short_streams_segment_is_handed_back_to_the_backlog(pool: asyncpg.Pool) -> None:
+    """A closed stream segment smaller than a seal (here: the stream's first rows were flipped into the live
+    index before it closed, so the close had nothing to move in) costs no build and merge: its rows go back to
+    the backlog and are trickled into the live segment."""
+    w = await make_world(pool, min_rows=20)
+    await w.add_unindexed(40)
+    indexer = Indexer(pool, seal_min_rows=30, interim_min_rows=0)  # the stream's first 20 rows are trickled
+    await idle(indexer)
+    (live,) = await index_names(pool)
+    go_on = asyncio.Event()
+
+    async def messages() -> AsyncIterator[StreamBatch]:
+        for _ in range(3):
+            yield w.batch()
+        await go_on.wait()
+
+    task = asyncio.create_task(w.stream(messages()))
+    await until(lambda: streamed_rows_committed(pool))
+    while await unindexed(pool):  # the first two batches are trickled meanwhile
+        await indexer.run_once()
+    go_on.set()
+    assert await task == 30
+    assert [(s["rows"], s["open"]) for s in await segments(pool) if s["streamed"]] == [(10, False)]
+    await w.check()
+    await idle(indexer)
+    assert [s for s in await segments(pool) if s["streamed"]] == []
+    assert await index_names(pool) == {live: True}
+    assert await unindexed(pool) == 0 and await orphans(pool) == 0
+    await w.check()
+
+
+async def test_a_batch_whose_segment_was_handed_back_writes_unindexed_rows(pool: asyncpg.Pool) -> None:
+    """A stream silent past its lease: the indexer may hand its segment back meanwhile. The next batch, which
+    wrote into it, notices when it renews the lease and makes its rows unindexed in the same transaction; the
+    batch after opens a new segment. No row is left in a segment nobody builds."""
+    w = await make_world(pool, min_rows=20)
+    go_on = asyncio.Event()
+    sent = asyncio.Event()
+
+    async def messages() -> AsyncIterator[StreamBatch]:
+        for _ in range(3):
+            yield w.batch()
+        sent.set()
+        await go_on.wait()
+        for _ in range(3):
+            yield w.batch()
+
+    task = asyncio.create_task(w.stream(messages()))
+    await sent.wait()
+    await until(lambda: streamed_rows_committed(pool))
+    (first,) = [s["segment"] for s in await segments(pool)]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE embedding_segments SET writing_until = clock_timestamp() - interval '1 second'")
+        assert await qi.release_segment(conn, DIM, first) == 10
+    go_on.set()
+    assert await task == 60
+    segs = await segments(pool)
+    assert first not in [s["segment"] for s in segs]
+    assert await orphans(pool) == 0
+    assert sum(s["rows"] for s in segs) + await unindexed(pool) == 60
+    await w.check()
+    await idle(Indexer(pool, seal_min_rows=20, interim_min_rows=0))
+    assert await unindexed(pool) == 0 and await orphans(pool) == 0
+    await w.check()
+
+
+async def test_a_segment_open_again_is_not_handed_back(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        label = await qe.open_segment(conn, DIM, 60)
+        assert await qi.release_segment(conn, DIM, label) is None  # its lease runs
+        assert await qi.release_segment(conn, DIM, label + 1) is None  # no such segment
+        assert await conn.fetchval("SELECT count(*) FROM embedding_segments") == 1
+
+
+# ------------------------------------------------------------------------------------------------ through gRPC
+
+
+@pytest.fixture
+def server_settings(server_settings: Any) -> Any:
+    return server_settings.replace(index_seal_min_rows=20, index_interim_min_rows=0)
+
+
+async def test_a_streamed_upload_is_indexed_without_being_sealed(vdb: Harness) -> None:
+    """Through the server: a stream of 8 batches lands in one closed segment of its own, the background
+    indexer builds its index without a seal, and searches return the exact top-k before and after."""
+    key = await vdb.create_user("alice")
+    auth = (("authorization", f"Bearer {key}"),)
+    async with vdb.pool.acquire() as conn:
+        await make_project(conn, "alice", "docs", DIM)
+    x = clustered(80, DIM, 2, seed=3)
+    ids = [f"g{i:03d}" for i in range(80)]
+
+    def requests() -> Iterable[pb.StreamUpsertEmbeddingsRequest]:
+        for b in range(8):
+            yield pb.StreamUpsertEmbeddingsRequest(
+                owner="alice" if b == 0 else "",
+                project_handle="docs" if b == 0 else "",
+                embeddings=[
+                    pb.Embedding(text_id=ids[i], vector=list(map(float, x[i]))) for i in range(b * 10, b * 10 + 10)
+                ],
+            )
+
+    reply = await vdb.embeddings.StreamUpsertEmbeddings(requests(), metadata=auth)
+    assert (reply.batches, reply.count) == (8, 80)
+    segs = await segments(vdb.pool)
+    assert [(s["rows"], s["streamed"], s["open"]) for s in segs] == [(80, True, False)]
+    label = segs[0]["segment"]
+    name = f"embeddings_hnsw_{DIM}_{label}_{label}"
+
+    async def built() -> bool:
+        return (await index_names(vdb.pool)).get(name) is True
+
+    await until(built, 60)
+    qv = clustered(1, DIM, 2, seed=77)[0]
+    res = await vdb.embeddings.SearchSimilar(
+        pb.SearchSimilarRequest(
+            owner="alice", project_handle="docs", vector=pb.QueryVector(values=list(map(float, qv))), limit=5,
+            threshold=-1.0,
+        ),
+        metadata=auth,
+    )  # fmt: skip
+    assert [r.text_id for r in res.results] == [ids[i] for i in exact_top(x, qv, 5)]
+    assert await segments(vdb.pool) == segs  # no seal, no second segment
