@@ -15,11 +15,15 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   of all of it. While every sealed segment waiting for its HNSW build has an interim index, further backlog is
   sealed (and gets its interim index) before those builds run -- once the backlog stopped growing for
   ``SETTLE_SECONDS`` or fills a segment, so a long upload is not cut into many small segments.
+- **Streamed segments.** A long stream writes its rows straight into a segment of its own
+  (``vdb_grpc.domain.stream_segments``): nothing is built over it while its lease runs (``Segment.open``),
+  afterwards it is built like a sealed one; a closed stream segment smaller than ``seal_min_rows`` (or any
+  empty segment) is *released*: its rows go back to the backlog and the segment is forgotten.
 - **Trickle.** Smaller backlogs are flipped in chunks into the newest segment that has a valid index (inserting
   into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
 - **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
   merged: one index over both label ranges is built beside them (no row is rewritten), searches switch to it
-  when valid, then the parts are dropped. A merge yields to fresh work: when rows wait for a build, the merge is
+  when valid, then the parts are dropped; never across a segment between them that has no index yet. A merge yields to fresh work: when rows wait for a build, the merge is
   cancelled and tried again later -- unless it is about to finish, or its dimension already has twice
   ``max_segments`` indexes (``_merge_yields``: merges must not starve under a steady stream of fresh rows).
 - **Crash leftovers.** An index left INVALID by a killed build is dropped and rebuilt; a registered segment
