@@ -27,6 +27,7 @@ from vdb_grpc.domain.stream_segments import SegmentPolicy
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.queries import embeddings as qe
 from vdb_grpc.queries import indexer as qi
+from vdb_grpc.upload_pacing import UploadAwareIndexer
 from vdb_grpc.v1 import embedding_pb2 as pb
 
 DIM = 8
@@ -46,18 +47,27 @@ async def pool(db_uri: str, server_settings: Any) -> AsyncIterator[asyncpg.Pool]
 class World:
     """One project whose rows are known (by text_id), uploaded through ``Embeddings.upsert_stream``."""
 
-    def __init__(self, pool: asyncpg.Pool, pid: int, policy: SegmentPolicy) -> None:
+    def __init__(self, pool: asyncpg.Pool, pid: int, policy: SegmentPolicy, indexer: Indexer | None = None) -> None:
         self.pool = pool
         self.pid = pid
         self.rows: dict[str, np.ndarray[Any, Any]] = {}
         self.closed = 0
-        self.embeddings = Embeddings(pool, max_batch_items=1000, stream_segments=policy, on_segment_closed=self._closed)
+        self.indexer = indexer
+        self.embeddings = Embeddings(
+            pool,
+            max_batch_items=1000,
+            stream_segments=policy,
+            on_segment_closed=self._closed,
+            on_commit=indexer.note_upload if isinstance(indexer, UploadAwareIndexer) else None,
+        )
         self.search = Search(pool, exact_max_rows=10, ef_search=1000, stats_ttl=0, segments_ttl=0)
         self.queries = clustered(6, DIM, 2, seed=99)
         self._seed = 0
 
     def _closed(self) -> None:
         self.closed += 1
+        if isinstance(self.indexer, UploadAwareIndexer):
+            self.indexer.note_segment_closed()
 
     def batch(self, n: int = BATCH, prefix: str | None = None) -> StreamBatch:
         """A stream message of ``n`` new rows (or of rows ``prefix``0..n-1, replacing those if stored)."""
@@ -100,10 +110,10 @@ class World:
             assert found == [ids[i] for i in exact_top(x, qv, K)]
 
 
-async def make_world(pool: asyncpg.Pool, **policy: Any) -> World:
+async def make_world(pool: asyncpg.Pool, indexer: Indexer | None = None, **policy: Any) -> World:
     async with pool.acquire() as conn:
         pid = await make_project(conn, "alice", "docs", DIM)
-    return World(pool, pid, SegmentPolicy(**policy))
+    return World(pool, pid, SegmentPolicy(**policy), indexer)
 
 
 async def segments(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -240,6 +250,57 @@ async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyn
     names = await index_names(pool)
     assert len(names) == 1 and all(names.values())  # built, then merged with its neighbours
     assert await unindexed(pool) == 0
+    await w.check()
+
+
+async def quick_pass(indexer: Indexer) -> None:
+    """One pass of the indexer and the builder it started."""
+    await indexer.run_once()
+    builder = indexer._builder
+    if builder is not None:
+        async with asyncio.timeout(30):
+            await builder
+
+
+async def test_while_uploads_arrive_a_streams_segment_gets_its_interim_index_and_nothing_slower(
+    pool: asyncpg.Pool,
+) -> None:
+    """The server's paced indexer, uploads arriving all along: quick passes build the interim index of a stream's
+    segment once it holds interim_min_rows rows, while the stream still writes (later rows enter it on insert),
+    and flip, seal and build nothing else; once uploads pause, the HNSW build replaces the interim index."""
+    indexer = UploadAwareIndexer(
+        pool, seal_min_rows=20, interim_min_rows=30, quiet_seconds=3600, max_deferral_seconds=3600, quick_interval=0
+    )
+    w = await make_world(pool, indexer, min_rows=20)
+    go_on = asyncio.Event()
+
+    async def messages() -> AsyncIterator[StreamBatch]:
+        for _ in range(6):  # batches 0 and 1 unindexed, 40 rows in the open segment
+            yield w.batch()
+        await go_on.wait()
+        for _ in range(2):
+            yield w.batch()
+
+    task = asyncio.create_task(w.stream(messages()))
+
+    async def forty_in_segment() -> bool:
+        return any(s["open"] and s["rows"] == 40 for s in await segments(pool))
+
+    await until(forty_in_segment)
+    assert indexer.deferring()
+    await quick_pass(indexer)
+    (label,) = [s["segment"] for s in await segments(pool)]
+    assert await index_names(pool) == {f"embeddings_ivf_{DIM}_{label}_{label}": True}
+    assert await unindexed(pool) == 20  # a quick pass flips and seals nothing
+    await w.check()
+    go_on.set()
+    assert await task == 80  # its close moved batches 0 and 1 in, and asked for a quick pass
+    await quick_pass(indexer)
+    assert await index_names(pool) == {f"embeddings_ivf_{DIM}_{label}_{label}": True}  # no HNSW build yet
+    assert await unindexed(pool) == 0
+    await w.check()
+    await idle(indexer)  # uploads have paused
+    assert await index_names(pool) == {f"embeddings_hnsw_{DIM}_{label}_{label}": True}
     await w.check()
 
 

@@ -16,16 +16,17 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   sealed (and gets its interim index) before those builds run -- once the backlog stopped growing for
   ``SETTLE_SECONDS`` or fills a segment, so a long upload is not cut into many small segments.
 - **Streamed segments.** A long stream writes its rows straight into a segment of its own
-  (``vdb_grpc.domain.stream_segments``): nothing is built over it while its lease runs (``Segment.open``),
-  afterwards it is built like a sealed one; a closed stream segment smaller than ``seal_min_rows`` (or any
+  (``vdb_grpc.domain.stream_segments``): no HNSW index is built over it while its lease runs
+  (``Segment.open``; its interim index may be), afterwards it is built like a sealed one; a closed stream segment smaller than ``seal_min_rows`` (or any
   empty segment) is *released*: its rows go back to the backlog and the segment is forgotten.
 - **Trickle.** Smaller backlogs are flipped in chunks into the newest segment that has a valid index (inserting
   into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
 - **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
   merged: one index over both label ranges is built beside them (no row is rewritten), searches switch to it
-  when valid, then the parts are dropped; never across a segment between them that has no index yet. A merge yields to fresh work: when rows wait for a build, the merge is
-  cancelled and tried again later -- unless it is about to finish, or its dimension already has twice
-  ``max_segments`` indexes (``_merge_yields``: merges must not starve under a steady stream of fresh rows).
+  when valid, then the parts are dropped; never across a segment between them that has no index yet. A merge
+  yields to fresh work: when rows wait for a build, the merge is cancelled and tried again later -- unless it
+  is about to finish, or its dimension already has twice ``max_segments`` indexes (``_merge_yields``: merges
+  must not starve under a steady stream of fresh rows).
 - **Crash leftovers.** An index left INVALID by a killed build is dropped and rebuilt; a registered segment
   without a valid index (a build that never finished, an index dropped by hand) is rebuilt; rows indexed before
   segments existed (segment 0, the old ``embeddings_hnsw_<N>``) get ``embeddings_hnsw_<N>_0_0`` beside the old
@@ -378,7 +379,10 @@ class Indexer:
             if not any(s.lo <= 0 <= s.hi and not s.legacy for s in covers.get(dim, ())):
                 if not any(s.legacy for s in covers.get(dim, ())):
                     jobs.append(_Job("replace", dim, 0, 0, 0, qs.segment_index_name(dim, 0, 0)))
-        # Segments without a valid HNSW index; an open one (a stream still writes into it) waits for its close.
+        # Segments without a valid HNSW index. An open one (a stream still writes into it) gets no HNSW build
+        # before its close -- each later batch would pay for HNSW inserts -- but may get its interim index: an
+        # IVFFlat insert is one nearest-list search, and the stream's own project is then not read exactly for
+        # the rest of its upload.
         unbuilt = [s for s in state.segments if s.dim <= HNSW_MAX_DIMENSIONS and not covered(s.dim, s.segment)]
         pending = []
         for seg in (s for s in unbuilt if not s.open):
@@ -390,8 +394,8 @@ class Indexer:
                 jobs.append(_Job("release", seg.dim, seg.segment, seg.segment, seg.rows))
             else:
                 pending.append(seg)
-        for seg in pending:
-            if self.interim_min_rows and seg.rows >= self.interim_min_rows and not interim(seg.dim, seg.segment):
+        for seg in [*pending, *(s for s in unbuilt if s.open)]:
+            if self.interim_min_rows and seg.rows >= self.interim_min_rows and not any_index(seg.dim, seg.segment):
                 name = qs.interim_index_name(seg.dim, seg.segment, seg.segment)
                 jobs.append(_Job("interim", seg.dim, seg.segment, seg.segment, seg.rows, name))
         waiting = False  # a seal ahead of pending HNSW builds waits for the backlog to settle

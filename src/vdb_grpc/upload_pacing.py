@@ -12,6 +12,12 @@ uploads is still indexed. Searches stay correct meanwhile: rows not yet indexed 
 
 A pass that is already running when uploads start runs to its end. The upload clock is per server process:
 another replica's indexer, which sees no uploads, is not held back.
+
+One exception: *quick* passes go on while uploads arrive -- every ``quick_interval`` seconds, and at once when a
+stream closes a segment of its own (``vdb_grpc.domain.stream_segments``). They flip nothing and run only the
+quick jobs (``QUICK_JOBS``: interim indexes of streams' segments, open or closed, drops, hand-backs): seconds of
+work that make the fresh rows cheap to search. Seals, HNSW builds and merges (minutes on every core) still wait
+for the uploads to pause.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from typing import Any
 
 import asyncpg
 
-from vdb_grpc.indexer import Indexer
+from vdb_grpc.indexer import Indexer, _Job, _State
+
+#: The jobs of a pass run while uploads arrive (after a stream closed its segment).
+QUICK_JOBS = ("drop", "release", "interim")
 
 
 class UploadAwareIndexer(Indexer):
@@ -34,6 +43,7 @@ class UploadAwareIndexer(Indexer):
         *,
         quiet_seconds: float = 2.0,
         max_deferral_seconds: float = 60.0,
+        quick_interval: float = 2.0,
         clock: Any = time.monotonic,
         **kwargs: Any,
     ) -> None:
@@ -41,25 +51,29 @@ class UploadAwareIndexer(Indexer):
         pool: the server's pool.
         quiet_seconds: a pass waits until this long after the last committed upload.
         max_deferral_seconds: ... but runs anyway once it has been put off this long.
+        quick_interval: seconds between quick passes while passes are put off.
         clock: monotonic clock in seconds (tests pass their own).
         **kwargs: ``Indexer``'s tuning arguments.
         """
         super().__init__(pool, **kwargs)
         self.quiet_seconds = quiet_seconds
         self.max_deferral_seconds = max_deferral_seconds
+        self.quick_interval = quick_interval
         self._clock = clock
         self._last_upload = -math.inf
         self._deferring_since: float | None = None
+        self._segment_closed = False
+        self._quick_only = False
+        self._last_quick = clock()
 
     def note_upload(self) -> None:
         """Record a committed upload (``Embeddings``' on_commit hook). Starts nothing, unlike ``wake``."""
         self._last_upload = self._clock()
 
     def note_segment_closed(self) -> None:
-        """A stream has closed its segment (``vdb_grpc.domain.stream_segments``): its rows wait for an index, and
-        only they were written -- the next pass runs now, even while other uploads arrive."""
-        self._last_upload = -math.inf
-        self._deferring_since = None
+        """A stream has closed its segment (``vdb_grpc.domain.stream_segments``): the next pass runs now, even
+        while uploads arrive, with the quick jobs only (its interim index)."""
+        self._segment_closed = True
         self.wake()
 
     def deferring(self) -> bool:
@@ -76,12 +90,32 @@ class UploadAwareIndexer(Indexer):
         return True
 
     async def run_once(self) -> bool:
-        """One pass, unless uploads are arriving: then report idle, so the loop sleeps and asks again."""
-        if self.deferring():
-            return True
-        return await super().run_once()
+        """One pass, unless uploads are arriving: then a quick pass when one is due (see the module docstring),
+        else nothing; either way report idle, so the loop sleeps and asks again."""
+        deferring = self.deferring()
+        self._quick_only = deferring
+        if not deferring:
+            return await super().run_once()
+        now = self._clock()
+        if self._segment_closed or now - self._last_quick >= self.quick_interval:
+            self._segment_closed = False
+            self._last_quick = now
+            await super().run_once()
+        return True
+
+    def _jobs(self, state: _State) -> list[_Job]:
+        jobs = super()._jobs(state)
+        if self._quick_only:
+            return [j for j in jobs if j.kind in QUICK_JOBS]
+        return jobs
+
+    async def _flip_small_backlogs(self, conn: asyncpg.Connection, state: _State) -> bool:
+        if self._quick_only:
+            return False
+        return await super()._flip_small_backlogs(conn, state)
 
     async def run_until_idle(self) -> None:
         """Work until nothing is left, without deferring (an explicit request, e.g. from a benchmark)."""
         self._last_upload = -math.inf
+        self._quick_only = False
         await super().run_until_idle()
