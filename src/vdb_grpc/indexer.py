@@ -17,8 +17,9 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   ``SETTLE_SECONDS`` or fills a segment, so a long upload is not cut into many small segments.
 - **Streamed segments.** A long stream writes its rows straight into a segment of its own
   (``vdb_grpc.domain.stream_segments``): no HNSW index is built over it while its lease runs
-  (``Segment.open``; its interim index may be), afterwards it is built like a sealed one; a closed stream segment smaller than ``seal_min_rows`` (or any
-  empty segment) is *released*: its rows go back to the backlog and the segment is forgotten.
+  (``Segment.open``; its interim index may be), afterwards it is built like a sealed one; a closed stream
+  segment smaller than ``seal_min_rows`` (or any empty segment) is *released*: its rows go back to the backlog
+  and the segment is forgotten.
 - **Trickle.** Smaller backlogs are flipped in chunks into the newest segment that has a valid index (inserting
   into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
 - **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
