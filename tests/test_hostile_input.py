@@ -79,6 +79,56 @@ async def test_nul_in_every_string_field_is_invalid_argument_naming_it(world: Wo
     assert await snapshot(world.vdb.pool) == before
 
 
+def _padded(request: Any, size: int = 300 * 1024) -> bytes:
+    """``request``'s wire form followed by an unknown field of ``size`` zero bytes: large enough for the
+    interceptor's raw scan (``limits.scan_wire``) to decide whether a string field holds a NUL."""
+    return request.SerializeToString() + b"\xc2\x3e" + _varint(size) + b"\x00" * size  # field 1000, wire type 2
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+async def test_nul_in_every_string_field_of_a_large_request_is_found_too(world: World) -> None:
+    """Large requests are not walked field by field when their raw scan finds no string holding a 0x00 byte:
+    the scan must find every NUL the walk would (the padding, an unknown field full of zeros, holds no string)."""
+    before = await snapshot(world.vdb.pool)
+    wrong: list[str] = []
+    for case in NUL_CASES:
+        rpc, path, chain = case.values
+        try:
+            await call(world.vdb.channel, rpc, _padded(with_string(rpc.request, chain, "ab\x00cd")), ADMIN)
+            wrong.append(f"{case.id}: OK")
+        except grpc.aio.AioRpcError as err:
+            expected = (path, "must not contain NUL characters (PostgreSQL text cannot hold them)")
+            if err.code() != C.INVALID_ARGUMENT or expected not in field_violations(err):
+                wrong.append(f"{case.id}: {err.code().name} {err.details()}")
+    assert wrong == []
+    assert await snapshot(world.vdb.pool) == before
+
+
+def test_the_raw_scan_skips_vectors_but_not_strings_or_metadata() -> None:
+    from vdb_grpc.limits import scan_wire
+
+    desc = pb.UpsertEmbeddingsRequest.DESCRIPTOR
+    items = [pb.Embedding(text_id=f"t{i}", vector=[0.0, 1.0, 2.0, 0.5] * 96, text="plain") for i in range(500)]
+    clean = pb.UpsertEmbeddingsRequest(owner="alice", project_handle="proj", embeddings=items)
+    raw = clean.SerializeToString()
+    assert b"\x00" in raw and len(raw) > 256 * 1024
+    assert scan_wire(raw, desc, 256 * 1024).may_hold_nul is False
+    items[499].text = "late\x00"
+    assert scan_wire(pb.UpsertEmbeddingsRequest(embeddings=items).SerializeToString(), desc, 256 * 1024).may_hold_nul
+    items[499].text = "plain"
+    items[250].metadata.update({"year": 1.0})  # a Struct is not walked by the scan: any zero byte counts
+    assert scan_wire(pb.UpsertEmbeddingsRequest(embeddings=items).SerializeToString(), desc, 256 * 1024).may_hold_nul
+    assert scan_wire(raw[:-7], desc, 256 * 1024).may_hold_nul  # truncated: the walk decides (decoding fails)
+
+
 async def test_nul_in_metadata_keys_values_and_filter_values(world: World) -> None:
     before = await snapshot(world.vdb.pool)
     for metadata, path in (

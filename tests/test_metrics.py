@@ -158,6 +158,32 @@ async def test_indexer_backlog_and_build_durations(served: Served) -> None:
     assert value(s, "vdb_index_build_seconds_count", dimensions="5") == 1
 
 
+async def test_rows_in_segments_without_a_valid_hnsw_index_are_reported_waiting(served: Served) -> None:
+    """Rows a stream wrote into its own segment (or a seal sealed) are no backlog, yet wait for their HNSW
+    index: a gauge of their own, until the index is valid."""
+    from vdb_grpc.queries import embeddings as qe
+
+    metrics, indexer = served.server.metrics, served.server.indexer
+    assert metrics is not None and indexer is not None
+    await indexer.stop()
+    async with served.pool.acquire() as conn:
+        pid = await make_project(conn, "alice", "six", 6)
+        await add_embeddings(conn, pid, "alice", clustered(25, 6, 2, seed=5))
+        label = await qe.open_segment(conn, 6, 60)  # as a stream's segment holding these rows
+        await conn.execute("UPDATE embeddings SET indexed = true, index_segment = $1 WHERE project_id = $2", label, pid)
+        await conn.execute("UPDATE embedding_segments SET sealed_rows = 25 WHERE segment = $1", label)
+    await metrics.refresh()
+    s = await served.scrape()
+    assert value(s, "vdb_indexer_backlog_rows", dimensions="6") == 0
+    assert value(s, "vdb_indexer_segment_rows_waiting", dimensions="6") == 25
+    async with served.pool.acquire() as conn:  # the stream ends
+        await conn.execute("UPDATE embedding_segments SET writing_until = clock_timestamp() WHERE segment = $1", label)
+    await asyncio.wait_for(indexer.run_until_idle(), timeout=60)
+    await metrics.refresh()
+    s = await served.scrape()
+    assert value(s, "vdb_indexer_segment_rows_waiting", dimensions="6") == 0
+
+
 async def test_database_down_is_reported_without_stalling_a_scrape(db_uri: str, server_settings) -> None:  # type: ignore[no-untyped-def]
     metrics = Metrics()
     pool = await create_pool(db_uri, server_settings)

@@ -24,7 +24,7 @@ from vdb_grpc.db import create_pool, halfvec_wire
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search, SearchQuery
 from vdb_grpc.domain.stream_segments import SegmentPolicy
-from vdb_grpc.indexer import Indexer
+from vdb_grpc.indexer import STREAM_HOLD_SECONDS, Indexer
 from vdb_grpc.queries import embeddings as qe
 from vdb_grpc.queries import indexer as qi
 from vdb_grpc.upload_pacing import UploadAwareIndexer
@@ -213,9 +213,10 @@ async def test_a_stream_longer_than_a_segment_opens_another(pool: asyncpg.Pool) 
 
 
 async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyncpg.Pool) -> None:
-    """While the stream waits between batches its segment stays open: the indexer builds everything else
-    (rows uploaded meanwhile get their own segment) but not it; searches are exact throughout. The stream
-    replaces indexed rows, too: they move into its segment and are found once."""
+    """While the stream waits between batches its segment stays open: no index over it, and no HNSW build or
+    merge of its dimension at all (rows uploaded meanwhile are sealed, their build waits) -- until a segment has
+    waited STREAM_HOLD_SECONDS; even then no merge spans the open segment. Searches are exact throughout; the
+    stream replaces indexed rows too, which move into its segment and are found once."""
     w = await make_world(pool, min_rows=20)
     await w.add_unindexed(30)
     indexer = Indexer(pool, seal_min_rows=20, interim_min_rows=0, max_segments=1)
@@ -236,10 +237,21 @@ async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyn
     task = asyncio.create_task(w.stream(messages()))
     await sent.wait()
     await until(lambda: streamed_rows_committed(pool))
-    await w.add_unindexed(25)  # another upload meanwhile: sealed and built beside the open segment
+    await w.add_unindexed(25)  # another upload meanwhile: sealed, its build held back by the stream
     await idle(indexer)
     (open_seg,) = [s["segment"] for s in await segments(pool) if s["open"]]
+    (sealed,) = [s["segment"] for s in await segments(pool) if not s["streamed"] and s["segment"] > open_seg]
+    assert await index_names(pool) == first
+    await w.check()
+    async with pool.acquire() as conn:  # the sealed segment has waited long enough
+        await conn.execute(
+            "UPDATE embedding_segments SET created_at = created_at - make_interval(secs => $2) WHERE segment = $1",
+            sealed,
+            STREAM_HOLD_SECONDS + 1,
+        )
+    await idle(indexer)
     names = await index_names(pool)
+    assert f"embeddings_hnsw_{DIM}_{sealed}_{sealed}" in names
     assert not any(f"_{open_seg}_" in n or n.endswith(f"_{open_seg}") for n in names)
     assert len(names) == 2  # max_segments 1, yet no merge over the open segment lying between the two
     await w.check()
@@ -462,3 +474,33 @@ async def test_a_streamed_upload_is_indexed_without_being_sealed(vdb: Harness) -
     )  # fmt: skip
     assert [r.text_id for r in res.results] == [ids[i] for i in exact_top(x, qv, 5)]
     assert await segments(vdb.pool) == segs  # no seal, no second segment
+
+
+def test_index_jobs_around_open_segments() -> None:
+    """``Indexer._jobs`` as a pure function of the catalog and the registry: an open segment gets no HNSW job and
+    holds back its dimension's builds and merges, unless a segment has waited STREAM_HOLD_SECONDS; no merge spans
+    a segment without an index; a closed short stream segment (or an empty one) is handed back."""
+    from vdb_grpc.indexer import _State
+    from vdb_grpc.queries.indexer import Segment
+    from vdb_grpc.queries.search import SegmentIndex
+
+    def hnsw(lo: int, hi: int, rows: int) -> SegmentIndex:
+        return SegmentIndex(f"embeddings_hnsw_{DIM}_{lo}_{hi}", DIM, lo, hi, rows, True)
+
+    indexer = Indexer(None, seal_min_rows=100, interim_min_rows=0, max_segments=1)  # type: ignore[arg-type]
+    built = [hnsw(1, 1, 1000), hnsw(3, 3, 500)]
+    segs = [Segment(1, DIM, 1000), Segment(2, DIM, 800, streamed=True, open=True), Segment(3, DIM, 500)]
+
+    def jobs(*extra: Segment) -> list[tuple[str, int, int]]:
+        return [(j.kind, j.lo, j.hi) for j in indexer._jobs(_State(list(built), [*segs, *extra]))]
+
+    assert jobs() == []  # held by the open segment 2: neither a build nor the merge of 1 and 3
+    assert jobs(Segment(4, DIM, 300, age=10)) == []  # segment 4's build waits too ...
+    assert jobs(Segment(4, DIM, 300, age=STREAM_HOLD_SECONDS + 1)) == [("segment", 4, 4)]  # ... not forever
+    built.append(hnsw(4, 4, 300))
+    old = Segment(5, DIM, 300, age=STREAM_HOLD_SECONDS + 1)
+    assert jobs(Segment(4, DIM, 300), old) == [("segment", 5, 5), ("merge", 3, 4)]  # never 1..3 across 2
+    assert jobs(Segment(4, DIM, 300), Segment(5, DIM, 30, streamed=True), Segment(6, DIM, 0)) == [
+        ("release", 5, 5),
+        ("release", 6, 6),
+    ]

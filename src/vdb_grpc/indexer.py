@@ -72,6 +72,9 @@ VACUUM_AFTER_FLIPS = 5000
 MERGE_FINISH_SECONDS = 30.0
 #: A backlog is sealed ahead of pending HNSW builds (see Interim indexes) once it has not grown for this long.
 SETTLE_SECONDS = 2.0
+#: While a stream writes into a segment of a dimension, that dimension's HNSW builds and merges wait -- unless a
+#: segment has waited this long for its build (``Indexer._jobs``).
+STREAM_HOLD_SECONDS = 600.0
 #: Jobs for rows that no index serves yet: a running merge gives way to them (``Indexer._merge_yields``).
 FRESH_WORK = ("seal", "interim", "segment")
 #: Recent builds kept for ``status()``.
@@ -418,11 +421,20 @@ class Indexer:
                     waiting = True
         if waiting:
             return jobs  # no HNSW build or merge now: the builder would hold the backlog back for its duration
+        # A dimension a stream is writing into gets no HNSW build or merge meanwhile: a build takes minutes, and
+        # the segments the stream closes in the meantime would wait for their interim index behind it. Its rows
+        # are served by interim indexes meanwhile; STREAM_HOLD_SECONDS bounds the wait under endless streams.
+        held = {
+            s.dim
+            for s in unbuilt
+            if s.open and not any(p.dim == s.dim and p.age >= STREAM_HOLD_SECONDS for p in pending)
+        }
         for seg in pending:
-            name = qs.segment_index_name(seg.dim, seg.segment, seg.segment)
-            jobs.append(_Job("segment", seg.dim, seg.segment, seg.segment, seg.rows, name))
+            if seg.dim not in held:
+                name = qs.segment_index_name(seg.dim, seg.segment, seg.segment)
+                jobs.append(_Job("segment", seg.dim, seg.segment, seg.segment, seg.rows, name))
         for dim, cov in sorted(covers.items()):
-            if len(cov) > self.max_segments and not any(s.legacy for s in cov):
+            if len(cov) > self.max_segments and not any(s.legacy for s in cov) and dim not in held:
                 # Never over a segment between the two that has no index yet: a stream may still be writing into
                 # it, and its HNSW build would then be maintained by every later batch.
                 between = [s.segment for s in unbuilt if s.dim == dim]

@@ -45,7 +45,7 @@ from vdb_grpc.auth import (
 )
 from vdb_grpc.cache import mutates_access
 from vdb_grpc.db import UNAVAILABLE_ERRORS
-from vdb_grpc.limits import Limits, check_request, oversized_struct, too_large
+from vdb_grpc.limits import Limits, check_request, scan_wire, too_large
 from vdb_grpc.runtime import read_routing
 from vdb_grpc.runtime.deadline import clear_call_deadline, set_call_deadline
 from vdb_grpc.runtime.logging import request_id as request_id_var
@@ -354,11 +354,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def _decode_now(self, raw: Any, deserialize: Callable[[bytes], Any]) -> Any:
         struct_limit = 4 * self._limits.metadata_bytes  # JSON is at most ~4x smaller than a Struct's wire form
         descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+        may_hold_nul = b"\x00" in raw
         if descriptor is not None and len(raw) > struct_limit:
-            found = oversized_struct(bytes(raw), descriptor, struct_limit)
-            if found is not None:
-                path, size = found
+            # One pass over the tags (large requests: uploads): oversized Structs, and whether a string field
+            # holds a 0x00 byte at all -- vectors always do, so the raw test alone would walk every upload.
+            scan = scan_wire(bytes(raw), descriptor, struct_limit)
+            if scan.oversized is not None:
+                path, size = scan.oversized
                 raise too_large(path, "has about", size, self._limits.metadata_bytes, "VDB_MAX_METADATA_BYTES")
+            may_hold_nul = scan.may_hold_nul
         try:
             message = deserialize(raw)
         except Exception as exc:  # DecodeError, or RecursionError from nesting: the bytes are the client's
@@ -367,7 +371,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 f"string field, or nested too deeply; {type(exc).__name__})",
                 field_violations=[errors.FieldViolation("request", "cannot be decoded")],
             ) from None
-        check_request(message, b"\x00" in raw, self._limits)
+        check_request(message, may_hold_nul, self._limits)
         return message
 
     def _unary_in(self, deserialize: Any, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

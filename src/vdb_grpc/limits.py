@@ -254,20 +254,39 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def oversized_struct(raw: bytes, descriptor: Descriptor, limit: int) -> tuple[str, int] | None:
-    """(field path, wire size) of the first ``google.protobuf.Struct`` in ``raw`` longer than ``limit`` bytes.
+@dataclass(frozen=True)
+class WireScan:
+    """What ``scan_wire`` found in a request's bytes before decoding.
 
-    Reads only the wire format's tags and lengths, guided by ``descriptor``, so a request holding a Struct of
-    millions of keys (which protobuf would take many seconds to parse, holding the GIL) is refused before it
-    is decoded. Malformed bytes give None: decoding them fails next, with its own error.
+    Attributes:
+        oversized: (field path, wire size) of the first ``google.protobuf.Struct`` over the limit, else None.
+        may_hold_nul: False when no string field (nor any Struct, map or other well-known type, which are not
+            walked) holds a 0x00 byte: then no decoded string holds NUL and ``check_request`` need not walk the
+            message. Packed numbers (vectors) are skipped: their bytes are full of zeros.
     """
+
+    oversized: tuple[str, int] | None
+    may_hold_nul: bool
+
+
+def scan_wire(raw: bytes, descriptor: Descriptor, limit: int) -> WireScan:
+    """One pass over ``raw``'s tags and lengths, guided by ``descriptor`` (see ``WireScan``).
+
+    A request holding a Struct of millions of keys (which protobuf would take many seconds to parse, holding the
+    GIL) is refused before it is decoded. Malformed bytes give no oversized Struct and "may hold NUL": decoding
+    them fails next, with its own error.
+    """
+    found: list[bool] = [False]
     try:
-        return _scan(raw, 0, len(raw), descriptor, "", limit)
+        oversized = _scan(raw, 0, len(raw), descriptor, "", limit, found)
     except (ValueError, IndexError):
-        return None
+        return WireScan(None, b"\x00" in raw)
+    return WireScan(oversized, found[0])
 
 
-def _scan(buf: bytes, pos: int, end: int, desc: Descriptor, prefix: str, limit: int) -> tuple[str, int] | None:
+def _scan(
+    buf: bytes, pos: int, end: int, desc: Descriptor, prefix: str, limit: int, nul: list[bool]
+) -> tuple[str, int] | None:
     counts: dict[int, int] = {}
     while pos < end:
         key, pos = _varint(buf, pos)
@@ -280,21 +299,33 @@ def _scan(buf: bytes, pos: int, end: int, desc: Descriptor, prefix: str, limit: 
             pos += 4
         elif wire == 2:
             length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("truncated field")
             fd = desc.fields_by_number.get(number)
-            if fd is not None and fd.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(fd):
+            if fd is None or fd.type not in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_STRING):
+                pass  # packed numbers, bytes, unknown fields: no decoded string
+            elif fd.type == FieldDescriptor.TYPE_STRING or _is_map(fd):
+                if not nul[0] and buf.find(b"\x00", pos, pos + length) >= 0:
+                    nul[0] = True
+            else:
                 index = counts.get(number, 0)
                 counts[number] = index + 1
                 path = f"{prefix}.{fd.name}" if prefix else fd.name
                 if fd.is_repeated:
                     path += f"[{index}]"
-                if fd.message_type.full_name == _STRUCT:
-                    if length > limit:
-                        return path, length
-                elif not fd.message_type.full_name.startswith("google.protobuf."):
-                    found = _scan(buf, pos, pos + length, fd.message_type, path, limit)
-                    if found is not None:
-                        return found
+                name = fd.message_type.full_name
+                if name == _STRUCT and length > limit:
+                    return path, length
+                if name.startswith("google.protobuf."):
+                    if not nul[0] and buf.find(b"\x00", pos, pos + length) >= 0:
+                        nul[0] = True  # Struct, Value, ...: not walked here; check_request walks them
+                else:
+                    inner = _scan(buf, pos, pos + length, fd.message_type, path, limit, nul)
+                    if inner is not None:
+                        return inner
             pos += length
         else:
-            return None  # groups: not in our protos; the decoder decides
+            raise ValueError("group or invalid wire type")  # not in our protos: the decoder decides
+    if pos != end:
+        raise ValueError("field runs past its message")
     return None

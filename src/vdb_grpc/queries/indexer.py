@@ -98,7 +98,8 @@ class Segment:
     """One registered segment (a row of ``embedding_segments``).
 
     ``streamed``: opened by a streaming upload (``vdb_grpc.domain.stream_segments``), not sealed by the indexer;
-    ``open``: ... and its lease still runs (the stream may write more rows into it: build nothing over it yet).
+    ``open``: ... and its lease still runs (the stream may write more rows into it: build nothing over it yet);
+    ``age``: seconds since it was registered.
     """
 
     segment: int
@@ -106,6 +107,7 @@ class Segment:
     rows: int
     streamed: bool = False
     open: bool = False
+    age: float = 0.0
 
 
 NEW_SEGMENT = "INSERT INTO embedding_segments (vector_dim) VALUES ($1) RETURNING segment"
@@ -118,14 +120,18 @@ async def new_segment(conn: asyncpg.Connection, dim: int) -> int:
 
 SEGMENTS = """
 SELECT segment, vector_dim, sealed_rows, writing_until IS NOT NULL AS streamed,
-       coalesce(writing_until > clock_timestamp(), false) AS open
+       coalesce(writing_until > clock_timestamp(), false) AS open,
+       extract(epoch FROM clock_timestamp() - created_at)::float8 AS age
 FROM embedding_segments ORDER BY segment
 """
 
 
 async def segments(conn: asyncpg.Connection) -> list[Segment]:
     """Every registered segment, oldest first."""
-    return [Segment(int(r[0]), int(r[1]), int(r[2]), bool(r[3]), bool(r[4])) for r in await conn.fetch(SEGMENTS)]
+    return [
+        Segment(int(r[0]), int(r[1]), int(r[2]), bool(r[3]), bool(r[4]), float(r[5]))
+        for r in await conn.fetch(SEGMENTS)
+    ]
 
 
 FORGET_SEGMENT = "DELETE FROM embedding_segments WHERE segment = $1"

@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from vdb_grpc.queries import indexer as qi
+from vdb_grpc.queries import search as qs
 from vdb_grpc.runtime.background import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -90,10 +92,22 @@ class DatabaseSnapshot:
 
     up: float = 0.0
     backlog: dict[int, int] = field(default_factory=dict)
+    waiting: dict[int, int] = field(default_factory=dict)
     embeddings: int | None = None
     replica_up: float | None = None
     replica_lag_seconds: float | None = None
     refreshed_at: float | None = None
+
+
+async def _waiting_for_hnsw(conn: asyncpg.Connection) -> dict[int, int]:
+    """Per dimension, the rows of registered segments no valid HNSW index covers (catalog and registry only)."""
+    indexes = [i for i in await qs.segment_indexes(conn) if not i.interim]
+    covers = {d: qs.cover([i for i in indexes if i.dim == d]) for d in {i.dim for i in indexes}}
+    out: dict[int, int] = {}
+    for seg in await qi.segments(conn):
+        if not any(c.lo <= seg.segment <= c.hi for c in covers.get(seg.dim, ())):
+            out[seg.dim] = out.get(seg.dim, 0) + seg.rows
+    return out
 
 
 BACKLOG_BY_DIM = """
@@ -302,6 +316,7 @@ class Metrics:
             async with primary.acquire(timeout=2) as conn, conn.transaction(readonly=True):
                 await conn.execute(f"SET LOCAL statement_timeout = {int(self._query_timeout_ms)}")
                 snap.backlog = {int(d): int(n) for d, n in await conn.fetch(BACKLOG_BY_DIM, BACKLOG_COUNT_CAP)}
+                snap.waiting = await _waiting_for_hnsw(conn)
                 estimate = int(await conn.fetchval(EMBEDDINGS_ESTIMATE))
                 snap.embeddings = (
                     int(await conn.fetchval(EMBEDDINGS_COUNT)) if estimate < EXACT_COUNT_BELOW else estimate
@@ -312,6 +327,7 @@ class Metrics:
             snap = DatabaseSnapshot(
                 up=self.snapshot.up,
                 backlog=self.snapshot.backlog,
+                waiting=self.snapshot.waiting,
                 embeddings=self.snapshot.embeddings,
                 refreshed_at=self.snapshot.refreshed_at,
             )
@@ -370,6 +386,15 @@ class _StateCollector(Collector):
         for dim, n in sorted(snap.backlog.items()):
             backlog.add_metric([str(dim)], n)
         yield backlog
+        waiting = GaugeMetricFamily(
+            "vdb_indexer_segment_rows_waiting",
+            "Rows sealed or streamed into index segments whose HNSW index is not valid yet (searched exactly, or"
+            " through an interim index).",
+            labels=["dimensions"],
+        )
+        for dim, n in sorted(snap.waiting.items()):
+            waiting.add_metric([str(dim)], n)
+        yield waiting
         if snap.embeddings is not None:
             yield GaugeMetricFamily(
                 "vdb_embeddings_stored",
