@@ -121,6 +121,21 @@ def server_settings(db_uri: str, request: pytest.FixtureRequest):  # type: ignor
 
 
 @pytest.fixture
+async def pool(db_uri: str, server_settings):  # type: ignore[no-untyped-def]
+    """A pool on the test's database, with the user alice (the indexer and search tests write their data by
+    SQL, ``tests/search_fixtures.py``). Modules that want a bare pool define their own."""
+    from search_fixtures import make_user
+
+    from vdb_grpc.db import create_pool
+
+    p = await create_pool(db_uri, server_settings)
+    async with p.acquire() as conn:
+        await make_user(conn, "alice")
+    yield p
+    await p.close()
+
+
+@pytest.fixture
 async def vdb(db_uri: str, server_settings):  # type: ignore[no-untyped-def]
     """A real gRPC server on a loopback port, on a fresh migrated database, and a channel to it."""
     import grpc

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 
 import asyncpg
 import numpy as np
 import pytest
 from search_fixtures import add_embeddings, clustered, make_project, make_user
 
-from vdb_grpc.db import create_pool
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.queries import indexer as q
-
-
-@pytest.fixture
-async def pool(db_uri: str, server_settings) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
-    p = await create_pool(db_uri, server_settings)
-    async with p.acquire() as conn:
-        await make_user(conn, "alice")
-    yield p
-    await p.close()
 
 
 async def index_defs(conn: asyncpg.Connection, dim: int) -> list[tuple[int, str, bool, str]]:

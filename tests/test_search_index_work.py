@@ -11,32 +11,21 @@ answer is a missing or duplicated row, not approximation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 import pytest
-from search_fixtures import add_embeddings, clustered, exact_top, make_project, make_user
+from search_fixtures import add_embeddings, clustered, exact_top, make_project
 
 from vdb_grpc.auth import ADMIN
-from vdb_grpc.db import create_pool
 from vdb_grpc.domain.search import Search, SearchQuery
 from vdb_grpc.indexer import Indexer
 from vdb_grpc.indexing.priority import get_nice, renice_workers
 
 DIM = 8
 K = 20
-
-
-@pytest.fixture
-async def pool(db_uri: str, server_settings) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
-    p = await create_pool(db_uri, server_settings)
-    async with p.acquire() as conn:
-        await make_user(conn, "alice")
-    yield p
-    await p.close()
 
 
 class World:

@@ -17,10 +17,10 @@ import asyncpg
 import numpy as np
 import pytest
 from harness import Harness
-from search_fixtures import add_embeddings, clustered, exact_top, make_project, make_user
+from search_fixtures import add_embeddings, clustered, exact_top, make_project
 
 from vdb_grpc.auth import ADMIN
-from vdb_grpc.db import create_pool, halfvec_wire
+from vdb_grpc.db import halfvec_wire
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search, SearchQuery
 from vdb_grpc.domain.stream_segments import SegmentPolicy
@@ -33,15 +33,6 @@ from vdb_grpc.v1 import embedding_pb2 as pb
 DIM = 8
 K = 20
 BATCH = 10
-
-
-@pytest.fixture
-async def pool(db_uri: str, server_settings: Any) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(db_uri, server_settings)
-    async with p.acquire() as conn:
-        await make_user(conn, "alice")
-    yield p
-    await p.close()
 
 
 class World:

@@ -19,6 +19,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from vdb_grpc.queries.indexer import seal_chunk
+
 
 @dataclass(frozen=True)
 class UpsertCounts:
@@ -161,26 +163,9 @@ async def unindex_rows(conn: asyncpg.Connection, project_id: int, text_ids: list
 
 LOCK_SEGMENT = "SELECT sealed_rows FROM embedding_segments WHERE segment = $1 FOR UPDATE"
 
-ADOPT_BACKLOG = """
-WITH chunk AS (
-    SELECT embeddings_id FROM embeddings
-    WHERE project_id = $2 AND vector_dim = $3 AND NOT indexed
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED
-), adopted AS (
-    UPDATE embeddings e SET indexed = true, index_segment = $1
-    FROM chunk
-    WHERE e.embeddings_id = chunk.embeddings_id
-    RETURNING 1
+CLOSE_SEGMENT = (
+    "UPDATE embedding_segments SET writing_until = least(writing_until, clock_timestamp()) WHERE segment = $1"
 )
-SELECT count(*) FROM adopted
-"""
-
-CLOSE_SEGMENT = """
-UPDATE embedding_segments
-SET sealed_rows = sealed_rows + $2, writing_until = least(writing_until, clock_timestamp())
-WHERE segment = $1
-"""
 
 
 async def close_segment(conn: asyncpg.Connection, segment: int, project_id: int, dim: int, room: int) -> int | None:
@@ -191,8 +176,8 @@ async def close_segment(conn: asyncpg.Connection, segment: int, project_id: int,
     async with conn.transaction():
         if await conn.fetchval(LOCK_SEGMENT, segment) is None:
             return None
-        n = int(await conn.fetchval(ADOPT_BACKLOG, segment, project_id, dim, max(int(room), 0)))
-        await conn.execute(CLOSE_SEGMENT, segment, n)
+        n = await seal_chunk(conn, dim, segment, max(int(room), 0), project_id)
+        await conn.execute(CLOSE_SEGMENT, segment)
     return n
 
 

@@ -169,10 +169,12 @@ async def release_segment(conn: asyncpg.Connection, dim: int, segment: int) -> i
     return n
 
 
-SEAL_CHUNK = """
+def _seal_chunk_sql(*, of_project: bool) -> str:
+    project = " AND project_id = $4" if of_project else ""
+    return f"""
 WITH chunk AS (
     SELECT embeddings_id FROM embeddings
-    WHERE NOT indexed AND vector_dim = $1
+    WHERE NOT indexed AND vector_dim = $1{project}
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), sealed AS (
@@ -189,11 +191,19 @@ SELECT n FROM counted
 """
 
 
-async def seal_chunk(conn: asyncpg.Connection, dim: int, segment: int, size: int) -> int:
-    """Mark up to ``size`` unindexed rows of ``dim`` as indexed in ``segment`` (inserting them into every valid
-    or building index whose range holds the label); rows locked by an upload in flight are skipped. Returns
-    the number sealed."""
-    n = await conn.fetchval(SEAL_CHUNK, dim, size, segment)
+SEAL_CHUNK = _seal_chunk_sql(of_project=False)
+#: ``SEAL_CHUNK`` for one project's rows only (a separate statement: a "$4 IS NULL OR ..." would cost the plan).
+SEAL_PROJECT_CHUNK = _seal_chunk_sql(of_project=True)
+
+
+async def seal_chunk(conn: asyncpg.Connection, dim: int, segment: int, size: int, project_id: int | None = None) -> int:
+    """Mark up to ``size`` unindexed rows of ``dim`` (of ``project_id`` only, if given) as indexed in
+    ``segment`` (inserting them into every valid or building index whose range holds the label) and count them
+    into its ``sealed_rows``; rows locked by an upload in flight are skipped. Returns the number sealed."""
+    if project_id is None:
+        n = await conn.fetchval(SEAL_CHUNK, dim, size, segment)
+    else:
+        n = await conn.fetchval(SEAL_PROJECT_CHUNK, dim, size, segment, project_id)
     return int(n or 0)
 
 
