@@ -60,11 +60,11 @@ class World:
         if isinstance(self.indexer, UploadAwareIndexer):
             self.indexer.note_segment_closed()
 
-    def batch(self, n: int = BATCH, prefix: str | None = None) -> StreamBatch:
-        """A stream message of ``n`` new rows (or of rows ``prefix``0..n-1, replacing those if stored)."""
+    def batch(self, n: int = BATCH, ids: list[str] | None = None) -> StreamBatch:
+        """A stream message of ``n`` new rows (or of rows ``ids``, replacing those if stored)."""
         self._seed += 1
         x = clustered(n, DIM, 2, seed=self._seed)
-        ids = [f"{prefix or f's{self._seed}-'}{i}" for i in range(n)]
+        ids = ids or [f"s{self._seed}-{i}" for i in range(n)]
         self.rows.update(zip(ids, x, strict=True))
         upload = UploadBatch(ids, x, [0] * n, [""] * n, [None] * n, [None] * n)
         return StreamBatch("alice", "docs", n, lambda: upload)
@@ -184,7 +184,7 @@ async def test_short_streams_and_single_uploads_write_unindexed_rows(pool: async
     assert await segments(pool) == []
     assert await unindexed(pool) == 20
     off = World(pool, w.pid, SegmentPolicy(min_rows=0))
-    assert await off.stream([off.batch(5, prefix=f"off{i}-") for i in range(5)]) == 25  # policy off: never
+    assert await off.stream([off.batch(5, ids=[f"off{i}-{j}" for j in range(5)]) for i in range(5)]) == 25  # never
     assert await segments(pool) == []
     assert w.closed == off.closed == 0
 
@@ -214,20 +214,33 @@ async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyn
     await idle(indexer)
     first = await index_names(pool)
     assert len(first) == 1
+    replaced = [f"u1-{i:05d}" for i in range(10)]  # add_unindexed's first rows
+    assert set(replaced) <= set(w.rows)
     go_on = asyncio.Event()
     sent = asyncio.Event()
 
     async def messages() -> AsyncIterator[StreamBatch]:
         for _ in range(4):
             yield w.batch()
-        yield w.batch(10, prefix="u1-")  # replaces 10 of the rows indexed above
+        yield w.batch(10, ids=replaced)  # replaces 10 of the rows indexed above
         sent.set()
         await go_on.wait()
         yield w.batch()
 
     task = asyncio.create_task(w.stream(messages()))
     await sent.wait()
-    await until(lambda: streamed_rows_committed(pool))
+
+    async def all_sent_committed() -> bool:  # batches 0-3 (40 new rows) and 4 (the replacements) committed
+        async with pool.acquire() as conn:
+            rows = await conn.fetchval("SELECT count(*) FROM embeddings WHERE project_id = $1", w.pid)
+            moved = await conn.fetchval(
+                "SELECT count(*) FROM embeddings WHERE project_id = $1 AND text_id = ANY($2) AND index_segment > 1",
+                w.pid,
+                replaced,
+            )
+        return bool(rows == 70 and moved == 10)
+
+    await until(all_sent_committed)
     await w.add_unindexed(25)  # another upload meanwhile: sealed, its build held back by the stream
     await idle(indexer)
     (open_seg,) = [s["segment"] for s in await segments(pool) if s["open"]]
@@ -247,7 +260,7 @@ async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyn
     assert len(names) == 2  # max_segments 1, yet no merge over the open segment lying between the two
     await w.check()
     go_on.set()
-    assert await task == 60
+    assert await task == 60  # 50 inserted, 10 replaced
     await w.check()
     await idle(indexer)
     names = await index_names(pool)
