@@ -23,7 +23,7 @@ from vdb_grpc.auth import ADMIN
 from vdb_grpc.db import halfvec_wire
 from vdb_grpc.domain.embeddings import Embeddings, StreamBatch, UploadBatch
 from vdb_grpc.domain.search import Search, SearchQuery
-from vdb_grpc.domain.stream_segments import SegmentPolicy
+from vdb_grpc.domain.stream_segments import SegmentPolicy, StreamSegments
 from vdb_grpc.indexer import STREAM_HOLD_SECONDS, Indexer
 from vdb_grpc.queries import embeddings as qe
 from vdb_grpc.queries import indexer as qi
@@ -508,3 +508,71 @@ def test_index_jobs_around_open_segments() -> None:
         ("release", 5, 5),
         ("release", 6, 6),
     ]
+
+
+async def test_a_batch_that_sees_other_dimensions_never_writes_into_the_streams_segment(pool: asyncpg.Pool) -> None:
+    """The project is bound to an instance of other dimensions while its stream pauses: a batch whose own
+    transaction sees the new dimensions writes unindexed rows (its segment was opened for the old ones); the
+    stream opens a segment of the new dimensions for later batches. No row lies in a segment of other
+    dimensions than its own, none in an unregistered one."""
+    w = await make_world(pool, min_rows=20)
+    go_on = asyncio.Event()
+
+    def four(seed: int) -> StreamBatch:
+        x = clustered(BATCH, 4, 2, seed=seed)
+        ids = [f"f{seed}-{i}" for i in range(BATCH)]
+        upload = UploadBatch(ids, x, [0] * BATCH, [""] * BATCH, [None] * BATCH, [None] * BATCH)
+        return StreamBatch("alice", "docs", BATCH, lambda: upload)
+
+    async def messages() -> AsyncIterator[StreamBatch]:
+        for _ in range(3):
+            yield w.batch()
+        await go_on.wait()
+        for seed in range(4):
+            yield four(seed)
+
+    task = asyncio.create_task(w.stream(messages()))
+    await until(lambda: streamed_rows_committed(pool))
+    async with pool.acquire() as conn:
+        instance_id = await conn.fetchval(
+            "INSERT INTO llm_service_instances (instance_handle, owner, endpoint, api_standard, model, dimensions)"
+            " VALUES ('four', 'alice', 'https://example.org/embed', 'openai', 'm', 4) RETURNING instance_id"
+        )
+        await conn.execute("UPDATE projects SET llm_service_instance_id = $1 WHERE project_id = $2", instance_id, w.pid)
+    go_on.set()
+    assert await task == 70
+    async with pool.acquire() as conn:
+        misplaced = await conn.fetchval(
+            "SELECT count(*) FROM embeddings e LEFT JOIN embedding_segments s ON s.segment = e.index_segment"
+            " WHERE e.indexed AND (s.segment IS NULL OR s.vector_dim <> e.vector_dim)"
+        )
+        four_dims = await conn.fetch(
+            "SELECT e.indexed, s.vector_dim FROM embeddings e LEFT JOIN embedding_segments s"
+            " ON s.segment = e.index_segment AND e.indexed WHERE e.vector_dim = 4"
+        )
+    assert misplaced == 0
+    assert len(four_dims) == 40 and {(r["indexed"], r["vector_dim"]) for r in four_dims} <= {(False, None), (True, 4)}
+    assert (True, 4) in {(r["indexed"], r["vector_dim"]) for r in four_dims}  # a segment of the new dimensions
+
+
+async def test_closing_a_segment_that_was_handed_back_moves_nothing(pool: asyncpg.Pool) -> None:
+    w = await make_world(pool, min_rows=20)
+    await w.add_unindexed(5)
+    async with pool.acquire() as conn:
+        label = await qe.open_segment(conn, DIM, 60)
+        await conn.execute("UPDATE embedding_segments SET writing_until = clock_timestamp() - interval '1 second'")
+        assert await qi.release_segment(conn, DIM, label) == 0
+        assert await qe.close_segment(conn, label, w.pid, DIM, 100) is None  # gone: nothing adopted
+    assert await unindexed(pool) == 5 and await orphans(pool) == 0 and await segments(pool) == []
+
+
+async def test_which_batches_write_into_a_segment() -> None:
+    """No segment (and no database work) before min_rows rows were sent, before the stream knows its project's
+    dimensions, for dimensions no HNSW index can hold, or with the policy off."""
+    segs = StreamSegments(None, SegmentPolicy(min_rows=20))  # type: ignore[arg-type]  # never reaches the pool
+    assert await segs.for_batch(0, 10, 1, DIM) is None  # 0 rows sent before it
+    assert await segs.for_batch(1, 10, None, None) is None  # dimensions not known yet
+    assert await segs.for_batch(2, 10, 1, 4001) is None  # 20 sent, but beyond HNSW's 4,000 dimensions
+    off = StreamSegments(None, SegmentPolicy(min_rows=0))  # type: ignore[arg-type]
+    for i in range(5):
+        assert await off.for_batch(i, 1000, 1, DIM) is None

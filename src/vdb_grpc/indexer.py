@@ -340,10 +340,7 @@ class Indexer:
 
     def _covers(self, state: _State) -> dict[int, tuple[SegmentIndex, ...]]:
         """Per dimension, the valid HNSW indexes searches use (interim ones left out)."""
-        out: dict[int, tuple[SegmentIndex, ...]] = {}
-        for dim in {i.dim for i in state.indexes if not i.interim}:
-            out[dim] = qs.cover([i for i in state.indexes if i.dim == dim and not i.interim])
-        return out
+        return qs.hnsw_covers(state.indexes)
 
     def _settled(self, dim: int, backlog: int) -> bool:
         """Whether ``dim``'s backlog fills a segment or has not grown for ``SETTLE_SECONDS``."""

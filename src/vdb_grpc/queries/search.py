@@ -124,6 +124,13 @@ def cover(indexes: list[SegmentIndex]) -> tuple[SegmentIndex, ...]:
     return tuple(sorted(chosen, key=lambda s: s.lo))
 
 
+def hnsw_covers(indexes: list[SegmentIndex]) -> dict[int, tuple[SegmentIndex, ...]]:
+    """Per dimension, the ``cover`` of its valid HNSW indexes (interim ones left out): what the indexer counts as
+    built."""
+    hnsw = [i for i in indexes if not i.interim]
+    return {dim: cover([i for i in hnsw if i.dim == dim]) for dim in {i.dim for i in hnsw}}
+
+
 def uncovered(covered: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int | None], ...]:
     """The segment ranges (hi None: unbounded) outside the disjoint ``covered`` ranges, from 0 up."""
     out: list[tuple[int, int | None]] = []

@@ -101,8 +101,7 @@ class DatabaseSnapshot:
 
 async def _waiting_for_hnsw(conn: asyncpg.Connection) -> dict[int, int]:
     """Per dimension, the rows of registered segments no valid HNSW index covers (catalog and registry only)."""
-    indexes = [i for i in await qs.segment_indexes(conn) if not i.interim]
-    covers = {d: qs.cover([i for i in indexes if i.dim == d]) for d in {i.dim for i in indexes}}
+    covers = qs.hnsw_covers(await qs.segment_indexes(conn))
     out: dict[int, int] = {}
     for seg in await qi.segments(conn):
         if not any(c.lo <= seg.segment <= c.hi for c in covers.get(seg.dim, ())):
