@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -350,6 +351,53 @@ async def recall(port: int, key: str, project: str, total: int, stored: int, dim
     return hits / (K * n)
 
 
+async def diagnose(dsn: str, projects: dict[str, np.ndarray[Any, Any]], dims: int, n: int = 50) -> None:
+    """Where a quiet search's time goes: the dimension's index layout, then per project the plan the service
+    chooses, the statement's own p50 (run directly, no gRPC) and one EXPLAIN (ANALYZE, BUFFERS)."""
+    import asyncpg
+
+    from vdb_grpc import db
+    from vdb_grpc.domain.search import Search, describe_plan
+    from vdb_grpc.queries import search as qs
+    from vdb_grpc.settings import Settings
+
+    pool = await db.create_pool(dsn, Settings.from_env({"VDB_DATABASE_URL": dsn, "VDB_ADMIN_KEY": "x" * 32}))
+    try:
+        async with pool.acquire() as conn:
+            print("  index layout:")
+            for i in await qs.segment_indexes(conn, dims):
+                print(f"    {i.name:<34} {i.rows:>10,} rows  valid {i.valid}")
+            searcher = Search(pool, stats_ttl=3600)
+            for project, queries in projects.items():
+                pid = await conn.fetchval("SELECT project_id FROM projects WHERE project_handle = $1", project)
+                plan = await searcher.plan_for(conn, pid, dims, K)
+                sql = qs.search_sql(plan, dims, 0, 0, include_text=False, include_metadata=False)
+                times = []
+                for i in range(n):
+                    args = qs.search_args(
+                        queries[i % len(queries)],
+                        pid,
+                        None,
+                        threshold=-1.0,
+                        offset=0,
+                        limit=K,
+                        exclude=(),
+                        require=(),
+                    )
+                    t = time.perf_counter()
+                    await conn.fetch(sql, *args)
+                    times.append((time.perf_counter() - t) * 1000)
+                print(f"  {project}: {describe_plan(plan)}; statement p50 {np.percentile(times, 50):.2f} ms"
+                      f" (direct, {n} queries)")  # fmt: skip
+                explain = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, SETTINGS) " + sql, *args)
+                for r in explain:
+                    print("    " + re.sub(r"'\[[^\]]{40,}\]'", "'[...]'", r[0]))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"  diagnosis failed: {exc!r}")
+    finally:
+        await pool.close()
+
+
 def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
     verdict = "" if ok is None else ("PASS" if ok else "FAIL")
     print(f"  {name:<52} {value:>18}   {target:<34} {verdict}", flush=True)
@@ -409,6 +457,16 @@ async def main(args: argparse.Namespace) -> int:
         await asyncio.sleep(args.quiet_seconds)
         quiet = s.window(q0)
         s.mark("quiet window done")
+        if args.diagnose or args.stop_after_quiet:
+            await diagnose(dsn, s.projects, args.dims)
+        if args.stop_after_quiet:
+            await s.stop()
+            watcher.cancel()
+            for p, (p50, p99, _n) in quiet.items():
+                row(f"{p}: quiet p50 / p99", f"{p50:.1f} / {p99:.1f} ms")
+            if "big" in quiet and "side" in quiet:
+                row("big p50 / side p50 (quiet)", f"{quiet['big'][0] / quiet['side'][0]:.2f}", "<= 1.5")
+            return 0
         # 4. fresh rows
         work0 = time.monotonic() - s.started
         uploading: list[tuple[float, float]] = []  # (start, end) of the fresh uploads, bench seconds
@@ -526,5 +584,9 @@ if __name__ == "__main__":
     ap.add_argument("--recall-queries", type=int, default=200)
     ap.add_argument("--max-wait", type=float, default=7200.0, help="give up waiting for the index after this")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    ap.add_argument("--diagnose", action="store_true", help="print the index layout and each project's search"
+                    " plan, statement time and EXPLAIN ANALYZE after the quiet window")  # fmt: skip
+    ap.add_argument("--stop-after-quiet", action="store_true", help="diagnose and stop after the quiet window"
+                    " (with --keep: a loaded data dir to experiment on)")  # fmt: skip
     ap.add_argument("--slow-search-ms", type=int, default=100, help="the server logs searches slower than this")
     sys.exit(asyncio.run(main(ap.parse_args())))

@@ -48,7 +48,7 @@ class World:
             pool,
             max_batch_items=1000,
             stream_segments=policy,
-            on_segment_closed=self._closed,
+            on_index_due=self._closed,
             on_commit=indexer.note_upload if isinstance(indexer, UploadAwareIndexer) else None,
         )
         self.search = Search(pool, exact_max_rows=10, ef_search=1000, stats_ttl=0, segments_ttl=0)
@@ -58,7 +58,7 @@ class World:
     def _closed(self) -> None:
         self.closed += 1
         if isinstance(self.indexer, UploadAwareIndexer):
-            self.indexer.note_segment_closed()
+            self.indexer.note_index_due()
 
     def batch(self, n: int = BATCH, ids: list[str] | None = None) -> StreamBatch:
         """A stream message of ``n`` new rows (or of rows ``ids``, replacing those if stored)."""
@@ -318,6 +318,38 @@ async def test_while_uploads_arrive_a_streams_segment_gets_its_interim_index_and
     await idle(indexer)  # uploads have paused
     assert await index_names(pool) == {f"embeddings_hnsw_{DIM}_{label}_{label}": True}
     await w.check()
+
+
+async def test_a_stream_tells_the_indexer_when_its_open_segment_is_due_for_its_interim_index(
+    pool: asyncpg.Pool,
+) -> None:
+    """Once the batch that brings the open segment to interim_rows has committed, the stream tells the indexer
+    (once, while it still streams), not only at its close; a segment that never gets there is not announced."""
+    w = await make_world(pool, min_rows=20, interim_rows=30)
+    told_while_streaming: list[int] = []
+
+    async def told() -> bool:
+        return w.closed > 0
+
+    async def messages() -> AsyncIterator[StreamBatch]:
+        # Batches 0 and 1 unindexed; 2, 3, 4 write 30 rows into the segment. Two batches are in flight at once
+        # and committed in order: batch 4's commit is taken note of when batch 6 arrives.
+        for _ in range(7):
+            yield w.batch()
+        await until(told)
+        told_while_streaming.append(w.closed)
+        (seg,) = await segments(pool)
+        assert seg["open"] and seg["sealed_rows"] >= 30 and seg["rows"] >= 30  # told after the commit
+        yield w.batch()
+
+    assert await w.stream(messages()) == 80
+    assert told_while_streaming == [1]
+    assert w.closed == 2  # told once for the interim index, once at the close
+
+    short = World(pool, w.pid, SegmentPolicy(min_rows=20, interim_rows=100))
+    batches = [short.batch(10, ids=[f"short{i}-{j}" for j in range(10)]) for i in range(8)]
+    assert await short.stream(batches) == 80  # 60 rows in its segment: fewer than 100
+    assert short.closed == 1  # the close only
 
 
 async def test_a_segment_whose_stream_died_is_built_once_its_lease_runs_out(pool: asyncpg.Pool) -> None:

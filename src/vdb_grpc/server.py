@@ -228,9 +228,14 @@ def build_server(
         max_batch_items=settings.max_batch_items,
         on_commit=indexer.note_upload,
         limits=settings.limits,
-        # A stream that has sent a seal's worth of rows writes the rest into a segment of its own.
-        stream_segments=SegmentPolicy(min_rows=settings.index_seal_min_rows, max_rows=settings.index_seal_max_rows),
-        on_segment_closed=indexer.note_segment_closed,
+        # A stream that has sent a seal's worth of rows writes the rest into a segment of its own, and tells the
+        # indexer when that segment is large enough for its interim index.
+        stream_segments=SegmentPolicy(
+            min_rows=settings.index_seal_min_rows,
+            max_rows=settings.index_seal_max_rows,
+            interim_rows=settings.index_interim_min_rows,
+        ),
+        on_index_due=indexer.note_index_due,
     )
     # None without ENCRYPTION_KEY: requests carrying a provider API key are then refused.
     cipher = (

@@ -62,7 +62,7 @@ class UploadAwareIndexer(Indexer):
         self._clock = clock
         self._last_upload = -math.inf
         self._deferring_since: float | None = None
-        self._segment_closed = False
+        self._index_due = False
         self._quick_only = False
         self._last_quick = clock()
 
@@ -70,10 +70,11 @@ class UploadAwareIndexer(Indexer):
         """Record a committed upload (``Embeddings``' on_commit hook). Starts nothing, unlike ``wake``."""
         self._last_upload = self._clock()
 
-    def note_segment_closed(self) -> None:
-        """A stream has closed its segment (``vdb_grpc.domain.stream_segments``): the next pass runs now, even
-        while uploads arrive, with the quick jobs only (its interim index)."""
-        self._segment_closed = True
+    def note_index_due(self) -> None:
+        """A stream has closed its segment, or grown its open one to the interim index's size
+        (``vdb_grpc.domain.stream_segments``): the next pass runs now, even while uploads arrive, with the quick
+        jobs only (its interim index)."""
+        self._index_due = True
         self.wake()
 
     def deferring(self) -> bool:
@@ -97,8 +98,8 @@ class UploadAwareIndexer(Indexer):
         if not deferring:
             return await super().run_once()
         now = self._clock()
-        if self._segment_closed or now - self._last_quick >= self.quick_interval:
-            self._segment_closed = False
+        if self._index_due or now - self._last_quick >= self.quick_interval:
+            self._index_due = False
             self._last_quick = now
             await super().run_once()
         return True

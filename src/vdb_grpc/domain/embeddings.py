@@ -488,7 +488,7 @@ class Embeddings:
         on_commit: Callable[[], None] | None = None,
         limits: Limits | None = None,
         stream_segments: SegmentPolicy | None = None,
-        on_segment_closed: Callable[[], None] | None = None,
+        on_index_due: Callable[[], None] | None = None,
     ) -> None:
         """Args:
         pool: database pool.
@@ -496,14 +496,15 @@ class Embeddings:
         on_commit: called after each committed upload (wakes the background indexer).
         limits: per-item limits of metadata and text, and of stored schemas (``vdb_grpc.limits``).
         stream_segments: when streams write into index segments of their own (None: never).
-        on_segment_closed: called when a stream has closed such a segment (its index can be built now).
+        on_index_due: called when a stream has closed such a segment, or grown its open one to
+            ``interim_rows`` (its interim index can be built now).
         """
         self._limits = limits or Limits()
         self._pool = pool
         self._max_batch_items = max_batch_items
         self._on_commit = on_commit
         self._stream_segments = stream_segments or SegmentPolicy()
-        self._on_segment_closed = on_segment_closed
+        self._on_index_due = on_index_due
         self._schemas: dict[str, MetadataSchema] = {}
 
     def check_batch_size(self, n: int, field: str = "embeddings") -> None:
@@ -719,7 +720,7 @@ class Embeddings:
         target: _Target | None = None
         in_flight: deque[tuple[int, _Previous]] = deque()
         index = 0
-        segments = StreamSegments(self._pool, self._stream_segments, self._on_segment_closed)
+        segments = StreamSegments(self._pool, self._stream_segments, self._on_index_due)
 
         async def finish_oldest() -> _Target:
             batch_no, previous = in_flight.popleft()

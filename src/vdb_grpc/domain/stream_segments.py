@@ -14,8 +14,12 @@ without a valid index (``vdb_grpc.queries.search``).
 - **Close.** When the stream ends (or its segment is full: ``max_rows``), the stream closes its segment after the
   last batch written into it has committed: the project's unindexed rows of that dimension -- the stream's first
   batches, written before it opened the segment -- are moved into it (up to ``max_rows``), and the lease ends.
-  ``on_closed`` then tells the indexer, which builds the segment's interim index right away instead of waiting
-  for uploads to pause (``vdb_grpc.upload_pacing``).
+  ``on_index_due`` then tells the indexer, which builds the segment's interim index right away instead of
+  waiting for uploads to pause (``vdb_grpc.upload_pacing``).
+- **Interim index while open.** The indexer builds an interim (IVFFlat) index over an open segment once it holds
+  ``interim_rows`` rows: the stream tells it (``on_index_due``) as soon as the batch that got the segment there
+  has committed, so the stream's own project is read exactly for as short as possible (the indexer's quick
+  passes would find the segment up to ``quick_interval`` later).
 - **Leftovers.** A closed stream segment with fewer rows than a seal would take is handed back to the backlog by
   the indexer (``Indexer``'s "release"), so a short stream costs no build and merge of its own. A batch whose
   segment was handed back meanwhile (a stream idle past its lease) writes unindexed rows instead
@@ -52,11 +56,14 @@ class SegmentPolicy:
             unindexed rows). The server uses ``VDB_INDEX_SEAL_MIN_ROWS``: a backlog that large would be sealed.
         max_rows: most rows per segment (``VDB_INDEX_SEAL_MAX_ROWS``); a longer stream opens another one.
         lease_seconds: the lease of an open segment, renewed by every batch.
+        interim_rows: the indexer builds an open segment's interim index from this many rows on
+            (``VDB_INDEX_INTERIM_MIN_ROWS``); the stream tells it when its segment gets there. 0: never told.
     """
 
     min_rows: int = 0
     max_rows: int = 250_000
     lease_seconds: float = SEGMENT_LEASE_SECONDS
+    interim_rows: int = 0
 
 
 @dataclass(eq=False)
@@ -70,6 +77,8 @@ class StreamSegment:
     rows: int = 0  # rows of the batches written into it
     last_batch: int = -1  # the last batch planned into it
     gone: bool = False  # handed back by the indexer: batches write unindexed rows instead
+    due_batch: int | None = None  # the batch that brings it to the policy's interim_rows (its commit: tell)
+    told: bool = False  # the indexer was told it is due for its interim index
 
 
 @dataclass(eq=False)
@@ -78,7 +87,7 @@ class StreamSegments:
 
     pool: asyncpg.Pool
     policy: SegmentPolicy
-    on_closed: Callable[[], None] | None = None
+    on_index_due: Callable[[], None] | None = None
     current: StreamSegment | None = None
     _sent: int = 0
     _retired: list[StreamSegment] = field(default_factory=list)
@@ -117,10 +126,18 @@ class StreamSegments:
         seg.rows += size
         seg.last_batch = index
         seg.renewed = now
+        if p.interim_rows and seg.due_batch is None and seg.rows >= p.interim_rows:
+            seg.due_batch = index
         return seg
 
     async def committed(self, index: int) -> None:
-        """Batch ``index`` has committed: close the retired segments no later batch writes into."""
+        """Batch ``index`` has committed: tell the indexer if it brought the open segment to its interim index's
+        size; close the retired segments no later batch writes into."""
+        seg = self.current
+        if seg is not None and seg.due_batch is not None and seg.due_batch <= index and not (seg.told or seg.gone):
+            seg.told = True
+            if self.on_index_due is not None:
+                self.on_index_due()
         done = [s for s in self._retired if s.last_batch <= index]
         self._retired = [s for s in self._retired if s.last_batch > index]
         for seg in done:
@@ -164,8 +181,8 @@ class StreamSegments:
             "stream closed segment %d (%d dimensions): %d rows written, %d earlier ones moved in",
             seg.label, seg.dim, seg.rows, adopted,
         )  # fmt: skip
-        if self.on_closed is not None:
-            self.on_closed()
+        if self.on_index_due is not None:
+            self.on_index_due()
 
 
 #: Detached close tasks, kept referenced until they end.
