@@ -50,7 +50,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -271,6 +271,19 @@ class Indexer:
 
     # ------------------------------------------------------------------------------------------ passes
 
+    def allowed_jobs(self) -> Collection[str] | None:
+        """The kinds of job ("drop", "release", "interim", "seal", "segment", "merge", "replace") passes may start
+        now; None: any. A subclass narrows them (``vdb_grpc.upload_pacing``'s quick passes)."""
+        return None
+
+    def flips_allowed(self) -> bool:
+        """Whether passes flip small backlogs now (``allowed_jobs``' companion)."""
+        return True
+
+    def _allowed(self, jobs: list[_Job]) -> list[_Job]:
+        kinds = self.allowed_jobs()
+        return jobs if kinds is None else [j for j in jobs if j.kind in kinds]
+
     async def run_once(self) -> bool:
         """One pass: flip small backlogs, start (or preempt) the builder. True when there was nothing to do."""
         self._reap_builder()
@@ -281,8 +294,8 @@ class Indexer:
                 self._segment_zero_dims = {d for d in await q.dims_in_segment_zero(conn) if d <= HNSW_MAX_DIMENSIONS}
                 self._checked_segment_zero = True
             state = await self._state(conn)
-            flipped = await self._flip_small_backlogs(conn, state)
-        jobs = self._jobs(state)
+            flipped = await self._flip_small_backlogs(conn, state) if self.flips_allowed() else False
+        jobs = self._allowed(self._jobs(state))
         builder = self._builder
         if builder is not None and not builder.done():
             job = self._building_job
@@ -506,7 +519,7 @@ class Indexer:
             try:
                 while True:
                     state = await self._state(conn)
-                    jobs = self._jobs(state)
+                    jobs = self._allowed(self._jobs(state))
                     if not jobs:
                         break
                     await self._execute(conn, jobs[0])

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 import asyncpg
 
-from vdb_grpc.indexer import Indexer, _Job, _State
+from vdb_grpc.indexer import Indexer
 
 #: The jobs of a pass run while uploads arrive (after a stream closed its segment).
 QUICK_JOBS = ("drop", "release", "interim")
@@ -104,16 +105,11 @@ class UploadAwareIndexer(Indexer):
             await super().run_once()
         return True
 
-    def _jobs(self, state: _State) -> list[_Job]:
-        jobs = super()._jobs(state)
-        if self._quick_only:
-            return [j for j in jobs if j.kind in QUICK_JOBS]
-        return jobs
+    def allowed_jobs(self) -> Collection[str] | None:
+        return QUICK_JOBS if self._quick_only else None
 
-    async def _flip_small_backlogs(self, conn: asyncpg.Connection, state: _State) -> bool:
-        if self._quick_only:
-            return False
-        return await super()._flip_small_backlogs(conn, state)
+    def flips_allowed(self) -> bool:
+        return not self._quick_only
 
     async def run_until_idle(self) -> None:
         """Work until nothing is left, without deferring (an explicit request, e.g. from a benchmark)."""
