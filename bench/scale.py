@@ -389,9 +389,14 @@ async def diagnose(dsn: str, projects: dict[str, np.ndarray[Any, Any]], dims: in
                     times.append((time.perf_counter() - t) * 1000)
                 print(f"  {project}: {describe_plan(plan)}; statement p50 {np.percentile(times, 50):.2f} ms"
                       f" (direct, {n} queries)")  # fmt: skip
-                explain = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, SETTINGS) " + sql, *args)
-                for r in explain:
-                    print("    " + re.sub(r"'\[[^\]]{40,}\]'", "'[...]'", r[0]))
+                # asyncpg's prepared statements may run a custom plan or, after five runs, the generic one
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    async with conn.transaction():
+                        await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+                        explain = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, SETTINGS) " + sql, *args)
+                    print(f"    {mode}:")
+                    for r in explain:
+                        print("      " + re.sub(r"'\[[^\]]{40,}\]'", "'[...]'", r[0]))
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"  diagnosis failed: {exc!r}")
     finally:

@@ -134,6 +134,7 @@ class _Job:
     hi: int = 0
     rows: int = 0
     name: str = ""
+    growing: bool = False  # an interim index over a segment a stream still writes into
 
 
 @dataclass
@@ -175,7 +176,8 @@ class Indexer:
         seal_min_rows: a backlog at least this large is sealed into a new segment and built in bulk.
         seal_max_rows: most rows sealed into one segment (bounds one build's duration).
         max_segments: a dimension with more HNSW indexes than this gets its two smallest neighbours merged.
-        interim_min_rows: a sealed segment this large gets an interim IVFFlat index before its HNSW build; 0:
+        interim_min_rows: a sealed segment this large (at 384 dimensions; wider ones at proportionally fewer rows:
+            ``interim_rows``) gets an interim IVFFlat index before its HNSW build; 0:
             never (every sealed segment is read exactly until its HNSW index is valid).
         idle_interval: seconds between checks when nothing is to do (``wake`` cuts it short).
         progress_interval: seconds between progress log lines of a running build.
@@ -351,6 +353,10 @@ class Indexer:
         self._segment_counts = counts
         return state
 
+    def interim_rows(self, dim: int) -> int:
+        """Rows from which a segment of ``dim`` dimensions gets an interim index (0: never)."""
+        return q.interim_rows_for(dim, self.interim_min_rows)
+
     def _covers(self, state: _State) -> dict[int, tuple[SegmentIndex, ...]]:
         """Per dimension, the valid HNSW indexes searches use (interim ones left out)."""
         return qs.hnsw_covers(state.indexes)
@@ -409,9 +415,10 @@ class Indexer:
             else:
                 pending.append(seg)
         for seg in [*pending, *(s for s in unbuilt if s.open)]:
-            if self.interim_min_rows and seg.rows >= self.interim_min_rows and not any_index(seg.dim, seg.segment):
+            due = self.interim_rows(seg.dim)
+            if due and seg.rows >= due and not any_index(seg.dim, seg.segment):
                 name = qs.interim_index_name(seg.dim, seg.segment, seg.segment)
-                jobs.append(_Job("interim", seg.dim, seg.segment, seg.segment, seg.rows, name))
+                jobs.append(_Job("interim", seg.dim, seg.segment, seg.segment, seg.rows, name, growing=seg.open))
         waiting = False  # a seal ahead of pending HNSW builds waits for the backlog to settle
         for dim, backlog in sorted(state.backlog.items()):
             if dim > HNSW_MAX_DIMENSIONS or any(
@@ -423,7 +430,7 @@ class Indexer:
             blocked = [s for s in pending if s.dim == dim]
             if not blocked:
                 jobs.append(_Job("seal", dim, rows=backlog))
-            elif all(interim(dim, s.segment) for s in blocked) and backlog >= self.interim_min_rows:
+            elif all(interim(dim, s.segment) for s in blocked) and backlog >= self.interim_rows(dim):
                 # The pending segments are served by interim indexes: seal this backlog too (it gets its own).
                 if self._settled(dim, backlog):
                     jobs.append(_Job("seal", dim, rows=backlog))
@@ -552,7 +559,7 @@ class Indexer:
             if rows == 0:
                 await q.forget_segment(conn, label)
                 return
-            if not (self.interim_min_rows and rows >= self.interim_min_rows):
+            if not (self.interim_min_rows and rows >= self.interim_rows(job.dim)):
                 await self._vacuum(conn)  # else after the interim build: it makes the segment cheap sooner
             return  # the next job builds its interim or its HNSW index (or seals more first)
         await self._build(conn, job)
@@ -575,7 +582,8 @@ class Indexer:
     async def _build(self, conn: asyncpg.Connection, job: _Job) -> None:
         res = self._resources(job)
         if job.kind == "interim":
-            sql, what = q.create_interim_index_sql(job.dim, job.lo, job.hi, job.rows), "interim IVFFlat index"
+            sql = q.create_interim_index_sql(job.dim, job.lo, job.hi, job.rows, growing=job.growing)
+            what = "interim IVFFlat index"
         else:
             sql = q.create_segment_index_sql(job.dim, job.lo, job.hi, m=self._m, ef_construction=self._ef_construction)
             what = "HNSW index"

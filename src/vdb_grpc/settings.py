@@ -158,7 +158,8 @@ class Settings:
     index_interim_min_rows: int = 20_000
     """``VDB_INDEX_INTERIM_MIN_ROWS``: a new index segment at least this large first gets an interim IVFFlat
     index (seconds to build), which serves its searches until the HNSW index is valid (a tenth of the segment
-    read instead of all of it; recall@10 0.95-0.999 meanwhile); 0 = never."""
+    read instead of all of it; recall@10 0.95-0.999 meanwhile); counted at 384 dimensions (a segment of N > 384
+    dimensions at this x 384 / N rows: ``queries.indexer.interim_rows_for``); 0 = never."""
     index_build_memory_mb: int = 0
     """``VDB_INDEX_BUILD_MEMORY_MB``: most memory one HNSW build may use (its maintenance_work_mem is sized to
     the graph within this); 0 = a quarter of this machine's memory."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from vdb_grpc.queries import embeddings as q
+from vdb_grpc.queries.indexer import interim_rows_for
 from vdb_grpc.queries.search import HNSW_MAX_DIMENSIONS
 from vdb_grpc.runtime.deadline import clear_call_deadline
 
@@ -57,7 +58,8 @@ class SegmentPolicy:
         max_rows: most rows per segment (``VDB_INDEX_SEAL_MAX_ROWS``); a longer stream opens another one.
         lease_seconds: the lease of an open segment, renewed by every batch.
         interim_rows: the indexer builds an open segment's interim index from this many rows on
-            (``VDB_INDEX_INTERIM_MIN_ROWS``); the stream tells it when its segment gets there. 0: never told.
+            (``VDB_INDEX_INTERIM_MIN_ROWS``, counted at 384 dimensions: ``queries.indexer.interim_rows_for``);
+            the stream tells it when its segment gets there. 0: never told.
     """
 
     min_rows: int = 0
@@ -126,7 +128,7 @@ class StreamSegments:
         seg.rows += size
         seg.last_batch = index
         seg.renewed = now
-        if p.interim_rows and seg.due_batch is None and seg.rows >= p.interim_rows:
+        if p.interim_rows and seg.due_batch is None and seg.rows >= interim_rows_for(seg.dim, p.interim_rows):
             seg.due_batch = index
         return seg
 

@@ -44,18 +44,35 @@ INTERIM_MAX_LISTS = 10 * IVFFLAT_PROBES
 INTERIM_ROWS_PER_LIST = 200
 
 
-def interim_lists(rows: int) -> int:
-    """IVFFlat lists of the interim index over ``rows`` rows."""
+#: ``VDB_INDEX_INTERIM_MIN_ROWS`` counts rows of this many dimensions; see ``interim_rows_for``.
+INTERIM_BASE_DIMENSIONS = 384
+
+
+def interim_rows_for(dim: int, min_rows: int) -> int:
+    """Rows from which a segment of ``dim`` dimensions gets an interim index (0: never), ``min_rows`` being the
+    threshold at ``INTERIM_BASE_DIMENSIONS``: wider vectors reach it at proportionally fewer rows, since reading
+    a segment exactly costs rows x dimensions (20,000 rows at 384 dimensions, 5,000 at 1,536)."""
+    if min_rows <= 0 or dim <= INTERIM_BASE_DIMENSIONS:
+        return max(min_rows, 0)
+    return max(1, min_rows * INTERIM_BASE_DIMENSIONS // dim)
+
+
+def interim_lists(rows: int, *, growing: bool = False) -> int:
+    """IVFFlat lists of the interim index over ``rows`` rows; ``growing``: over a segment a stream still writes
+    into, which will hold many more rows than it was trained on (as many lists as any interim index)."""
+    if growing:
+        return INTERIM_MAX_LISTS
     return max(1, min(INTERIM_MAX_LISTS, int(rows) // INTERIM_ROWS_PER_LIST))
 
 
-def create_interim_index_sql(dim: int, lo: int, hi: int, rows: int) -> str:
+def create_interim_index_sql(dim: int, lo: int, hi: int, rows: int, *, growing: bool = False) -> str:
     """``CREATE INDEX CONCURRENTLY`` of the interim IVFFlat index over segments lo..hi of ``dim``: the same
     expression and predicate as the HNSW index (so the same search arm uses either), k-means over a sample."""
     dim, lo, hi = int(dim), int(lo), int(hi)
+    lists = interim_lists(rows, growing=growing)
     return (
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {interim_index_name(dim, lo, hi)} ON embeddings"
-        f" USING ivfflat ((vector::halfvec({dim})) halfvec_cosine_ops) WITH (lists = {interim_lists(rows)})"
+        f" USING ivfflat ((vector::halfvec({dim})) halfvec_cosine_ops) WITH (lists = {lists})"
         f" WHERE vector_dim = {dim} AND indexed AND index_segment BETWEEN {lo} AND {hi}"
     )
 
