@@ -546,12 +546,16 @@ def test_wider_vectors_get_their_interim_index_at_fewer_rows() -> None:
     """VDB_INDEX_INTERIM_MIN_ROWS counts rows of 384 dimensions: reading a segment exactly costs rows x
     dimensions, so a 1536-dim segment is due at a quarter of the rows (narrower ones at the setting itself; 0
     stays off). An interim index over a segment a stream still writes into gets as many lists as any (it will
-    hold far more rows than it was trained on); a closed one's lists follow its rows."""
+    hold far more rows than it was trained on), so it is due at a quarter of those rows again; a closed one's
+    lists follow its rows."""
     from vdb_grpc.indexer import _State
     from vdb_grpc.queries.indexer import INTERIM_MAX_LISTS, Segment, create_interim_index_sql, interim_rows_for
 
     assert [interim_rows_for(d, 20_000) for d in (8, 384, 768, 1536, 3072)] == [20_000, 20_000, 10_000, 5_000, 2_500]
-    assert interim_rows_for(1536, 0) == 0
+    # a segment still being written: a quarter, at least 1,000 rows (or the setting, if lower)
+    assert [interim_rows_for(d, 20_000, growing=True) for d in (384, 1536, 3072)] == [5_000, 1_250, 1_000]
+    assert interim_rows_for(384, 30, growing=True) == 30
+    assert interim_rows_for(1536, 0) == interim_rows_for(1536, 0, growing=True) == 0
     assert "lists = 25)" in create_interim_index_sql(1536, 7, 7, 5_000)
     assert f"lists = {INTERIM_MAX_LISTS})" in create_interim_index_sql(1536, 7, 7, 5_000, growing=True)
 
@@ -562,11 +566,12 @@ def test_wider_vectors_get_their_interim_index_at_fewer_rows() -> None:
         return [(j.dim, j.lo, j.growing) for j in jobs if j.kind == "interim"]
 
     assert interim_jobs(
-        Segment(1, 1536, 6_000, streamed=True, open=True),  # due (5,000 at 1536), still written: growing
-        Segment(2, 1536, 4_999),  # not yet
-        Segment(3, 384, 6_000, streamed=True, open=True),  # not yet at 384 dimensions
+        Segment(1, 1536, 1_300, streamed=True, open=True),  # due (1,250 while written at 1536): growing
+        Segment(2, 1536, 4_999),  # closed: not yet (5,000)
+        Segment(3, 384, 4_999, streamed=True, open=True),  # not yet at 384 dimensions (5,000 while written)
         Segment(4, 768, 12_000),  # closed: lists by its rows
-    ) == [(768, 4, False), (1536, 1, True)]
+        Segment(5, 384, 5_000, streamed=True, open=True),  # due
+    ) == [(768, 4, False), (1536, 1, True), (384, 5, True)]
 
 
 async def test_a_batch_that_sees_other_dimensions_never_writes_into_the_streams_segment(pool: asyncpg.Pool) -> None:

@@ -355,9 +355,10 @@ class Indexer:
         self._segment_counts = counts
         return state
 
-    def interim_rows(self, dim: int) -> int:
-        """Rows from which a segment of ``dim`` dimensions gets an interim index (0: never)."""
-        return q.interim_rows_for(dim, self.interim_min_rows)
+    def interim_rows(self, dim: int, *, growing: bool = False) -> int:
+        """Rows from which a segment of ``dim`` dimensions (``growing``: a stream still writes into it) gets an
+        interim index (0: never)."""
+        return q.interim_rows_for(dim, self.interim_min_rows, growing=growing)
 
     def _covers(self, state: _State) -> dict[int, tuple[SegmentIndex, ...]]:
         """Per dimension, the valid HNSW indexes searches use (interim ones left out)."""
@@ -417,7 +418,7 @@ class Indexer:
             else:
                 pending.append(seg)
         for seg in [*pending, *(s for s in unbuilt if s.open)]:
-            due = self.interim_rows(seg.dim)
+            due = self.interim_rows(seg.dim, growing=seg.open)
             if due and seg.rows >= due and not any_index(seg.dim, seg.segment):
                 name = qs.interim_index_name(seg.dim, seg.segment, seg.segment)
                 jobs.append(_Job("interim", seg.dim, seg.segment, seg.segment, seg.rows, name, growing=seg.open))

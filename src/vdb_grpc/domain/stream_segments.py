@@ -128,7 +128,8 @@ class StreamSegments:
         seg.rows += size
         seg.last_batch = index
         seg.renewed = now
-        if p.interim_rows and seg.due_batch is None and seg.rows >= interim_rows_for(seg.dim, p.interim_rows):
+        due = interim_rows_for(seg.dim, p.interim_rows, growing=True)
+        if due and seg.due_batch is None and seg.rows >= due:
             seg.due_batch = index
         return seg
 

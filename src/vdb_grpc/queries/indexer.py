@@ -48,13 +48,24 @@ INTERIM_ROWS_PER_LIST = 200
 INTERIM_BASE_DIMENSIONS = 384
 
 
-def interim_rows_for(dim: int, min_rows: int) -> int:
+#: A segment a stream still writes into gets its interim index at this fraction of the rows a closed one needs
+#: (its lists are not sized by its rows: ``interim_lists(growing=True)``), but at no fewer than
+#: ``GROWING_INTERIM_FLOOR_ROWS`` (ten rows per list to train on) unless the setting itself is lower.
+GROWING_INTERIM_DIVISOR = 4
+GROWING_INTERIM_FLOOR_ROWS = 1000
+
+
+def interim_rows_for(dim: int, min_rows: int, *, growing: bool = False) -> int:
     """Rows from which a segment of ``dim`` dimensions gets an interim index (0: never), ``min_rows`` being the
     threshold at ``INTERIM_BASE_DIMENSIONS``: wider vectors reach it at proportionally fewer rows, since reading
-    a segment exactly costs rows x dimensions (20,000 rows at 384 dimensions, 5,000 at 1,536)."""
-    if min_rows <= 0 or dim <= INTERIM_BASE_DIMENSIONS:
-        return max(min_rows, 0)
-    return max(1, min_rows * INTERIM_BASE_DIMENSIONS // dim)
+    a segment exactly costs rows x dimensions (20,000 rows at 384 dimensions, 5,000 at 1,536); a ``growing``
+    segment (a stream still writes into it) at a quarter of those (5,000 at 384 dimensions, 1,250 at 1,536)."""
+    if min_rows <= 0:
+        return 0
+    rows = min_rows if dim <= INTERIM_BASE_DIMENSIONS else max(1, min_rows * INTERIM_BASE_DIMENSIONS // dim)
+    if growing:
+        rows = max(rows // GROWING_INTERIM_DIVISOR, min(rows, GROWING_INTERIM_FLOOR_ROWS))
+    return rows
 
 
 def interim_lists(rows: int, *, growing: bool = False) -> int:
