@@ -17,9 +17,10 @@ without a valid index (``vdb_grpc.queries.search``).
   ``on_index_due`` then tells the indexer, which builds the segment's interim index right away instead of
   waiting for uploads to pause (``vdb_grpc.upload_pacing``).
 - **Interim index while open.** The indexer builds an interim (IVFFlat) index over an open segment once it holds
-  ``interim_rows`` rows: the stream tells it (``on_index_due``) as soon as the batch that got the segment there
-  has committed, so the stream's own project is read exactly for as short as possible (the indexer's quick
-  passes would find the segment up to ``quick_interval`` later).
+  ``queries.indexer.interim_rows_for(dim, interim_rows, growing=True)`` rows: the stream tells it
+  (``on_index_due``) as soon as the batch that got the segment there has committed, so the stream's own project
+  is read exactly for as short as possible (the indexer's quick passes would find the segment up to
+  ``quick_interval`` later).
 - **Leftovers.** A closed stream segment with fewer rows than a seal would take is handed back to the backlog by
   the indexer (``Indexer``'s "release"), so a short stream costs no build and merge of its own. A batch whose
   segment was handed back meanwhile (a stream idle past its lease) writes unindexed rows instead
@@ -57,9 +58,9 @@ class SegmentPolicy:
             unindexed rows). The server uses ``VDB_INDEX_SEAL_MIN_ROWS``: a backlog that large would be sealed.
         max_rows: most rows per segment (``VDB_INDEX_SEAL_MAX_ROWS``); a longer stream opens another one.
         lease_seconds: the lease of an open segment, renewed by every batch.
-        interim_rows: the indexer builds an open segment's interim index from this many rows on
-            (``VDB_INDEX_INTERIM_MIN_ROWS``, counted at 384 dimensions: ``queries.indexer.interim_rows_for``);
-            the stream tells it when its segment gets there. 0: never told.
+        interim_rows: ``VDB_INDEX_INTERIM_MIN_ROWS``; an open segment's interim index is due at
+            ``queries.indexer.interim_rows_for(dim, interim_rows, growing=True)`` rows (a quarter, counted at 384
+            dimensions), and the stream tells the indexer when its segment gets there. 0: never told.
     """
 
     min_rows: int = 0
