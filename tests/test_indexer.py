@@ -220,10 +220,10 @@ async def test_waits_instead_of_spinning_while_another_worker_holds_the_lock(poo
 
 
 def test_a_running_merge_yields_unless_it_is_about_to_finish() -> None:
-    """``_merge_yields`` from the running merge's progress: it finishes when its ETA is within
-    MERGE_FINISH_SECONDS, and gives way to fresh work otherwise (a 20-s ETA yields: 30 s let a stream's rows wait
+    """``_build_yields`` from the running merge's progress: it finishes when its ETA is within
+    BUILD_FINISH_SECONDS, and gives way to fresh work otherwise (a 20-s ETA yields: 30 s let a stream's rows wait
     40 s for their interim index in the 200k x 1536 bench)."""
-    from vdb_grpc.indexer import MERGE_FINISH_SECONDS, BuildStatus, _Job, _State
+    from vdb_grpc.indexer import BUILD_FINISH_SECONDS, BuildStatus, _Job, _State
     from vdb_grpc.queries.search import SegmentIndex
 
     indexer = Indexer(None, max_segments=2)  # type: ignore[arg-type]
@@ -235,10 +235,30 @@ def test_a_running_merge_yields_unless_it_is_about_to_finish() -> None:
         indexer._build_status = BuildStatus(
             job.name, 64, "merge", job.rows, "building", done, job.rows, 20.0, 1000.0, seconds
         )
-        return indexer._merge_yields(job, state)
+        return indexer._build_yields(job, state)
 
-    assert MERGE_FINISH_SECONDS == 10.0
+    assert BUILD_FINISH_SECONDS == 10.0
     assert eta(5) is False  # about to finish: finishes
     assert eta(20) is True  # gives way to the fresh rows
     indexer._build_status = None
-    assert indexer._merge_yields(job, state) is True  # progress unknown: gives way
+    assert indexer._build_yields(job, state) is True  # progress unknown: gives way
+
+
+def test_a_running_segment_build_yields_once_unless_it_is_about_to_finish() -> None:
+    """A segment's HNSW build gives way to a seal or an interim build unless its ETA is within
+    BUILD_FINISH_SECONDS -- and only once: a second time it goes on (its work is thrown away at most once)."""
+    from vdb_grpc.indexer import YIELDS_TO, BuildStatus, _Job, _State
+
+    indexer = Indexer(None, max_segments=2)  # type: ignore[arg-type]
+    job = _Job("segment", 64, 4, 4, 30_000, "embeddings_hnsw_64_4_4")
+    state = _State([], [])
+    assert set(YIELDS_TO["segment"]) == {"seal", "interim"}  # not another segment's HNSW build, nor a merge
+    indexer._build_status = BuildStatus(job.name, 64, "segment", job.rows, "building", 25_000, 0, 20.0, 1000.0, 5.0)
+    assert indexer._build_yields(job, state) is False  # 5 s left: finishes
+    indexer._build_status = BuildStatus(job.name, 64, "segment", job.rows, "building", 5_000, 0, 5.0, 1000.0, 25.0)
+    assert indexer._build_yields(job, state) is True
+    indexer._yielded.add(job.name)  # what run_once records when it cancels the build
+    assert indexer._build_yields(job, state) is False  # cancelled once already: runs to the end this time
+    other = _Job("segment", 64, 5, 5, 30_000, "embeddings_hnsw_64_5_5")
+    indexer._build_status = None
+    assert indexer._build_yields(other, state) is True  # progress unknown: gives way

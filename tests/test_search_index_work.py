@@ -469,6 +469,58 @@ async def test_a_large_fresh_segment_is_served_by_an_interim_index_until_its_hns
     await world.check()
 
 
+async def test_a_segment_build_gives_way_to_a_new_upload_once(pool: asyncpg.Pool, world: World) -> None:
+    """A new upload's rows, read exactly until they have an index, cancel a running HNSW segment build (the
+    segment is served by its interim index meanwhile): they are sealed and get their interim index first. The
+    build runs again afterwards, and a second upload during it does not cancel it again."""
+    from vdb_grpc.indexer import SETTLE_SECONDS
+
+    indexer = GatedIndexer(pool, seal_min_rows=100, interim_min_rows=200, max_segments=10)
+    indexer.gate.clear()
+    pass_ = asyncio.create_task(indexer.run_once())
+    async with asyncio.timeout(60):
+        await pass_
+        await indexer.waiting.wait()  # segment 1 sealed, its interim index built, its HNSW build at the gate
+
+    async def upload_settles(seed: int) -> None:
+        await world.add(300, seed=seed)
+        await indexer.run_once()  # a backlog just seen: not settled yet
+        await asyncio.sleep(SETTLE_SECONDS + 0.2)
+        await indexer.run_once()  # settled: its seal (and interim build) is due
+
+    async with HeldBuild(pool) as held:
+        indexer.gate.set()
+        await held.wait_for_index("embeddings_hnsw_8_1_1")  # the HNSW build of segment 1 runs (held)
+        await upload_settles(seed=2)
+        await builder_done(indexer)  # cancelled
+        await world.check()  # segment 1 through its interim index, the new rows exactly
+    builds = [(b.name, b.completed) for b in indexer.status().recent_builds]
+    assert ("embeddings_hnsw_8_1_1", False) in builds
+    indexer.gate.clear()
+    indexer.waiting.clear()
+    await indexer.run_once()
+    async with asyncio.timeout(60):
+        await indexer.waiting.wait()  # the invalid index dropped, segment 2 sealed, its interim index built
+    assert await index_names_of(pool) == {"embeddings_ivf_8_1_1": True, "embeddings_ivf_8_2_2": True}
+    async with HeldBuild(pool) as held:
+        indexer.gate.set()
+        await held.wait_for_index("embeddings_hnsw_8_")
+        building = indexer._building_job
+        assert building is not None and building.name == "embeddings_hnsw_8_1_1"  # the oldest pending first
+        await upload_settles(seed=3)  # segment 1 again: cancelled once already, it goes on
+        builder = indexer._builder
+        assert builder is not None and not builder.done()
+        assert indexer._building_job is building
+        await world.check()
+    async with asyncio.timeout(60):
+        await indexer.run_until_idle()
+    builds = [(b.name, b.completed) for b in indexer.status().recent_builds]
+    assert builds.count(("embeddings_hnsw_8_1_1", False)) == 1
+    assert builds.index(("embeddings_ivf_8_2_2", True)) < builds.index(("embeddings_hnsw_8_1_1", True))
+    assert all(valid for valid in (await index_names_of(pool)).values())
+    await world.check()
+
+
 async def test_segments_smaller_than_interim_min_rows_get_no_interim_index(pool: asyncpg.Pool, world: World) -> None:
     for interim_min_rows in (401, 0):  # the first segment has 400 rows; 0: never
         async with pool.acquire() as conn:

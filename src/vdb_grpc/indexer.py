@@ -24,10 +24,13 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
 - **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
   merged: one index over both label ranges is built beside them (no row is rewritten), searches switch to it
-  when valid, then the parts are dropped; never across a segment between them that has no index yet. A merge
-  yields to fresh work: when rows wait for a build, the merge is cancelled and tried again later -- unless it
-  is about to finish, or its dimension already has twice ``max_segments`` indexes (``_merge_yields``: merges
-  must not starve under a steady stream of fresh rows).
+  when valid, then the parts are dropped; never across a segment between them that has no index yet.
+- **Giving way.** A running build is cancelled (and tried again later) when rows that no index serves wait for
+  work behind it (``_build_yields``): a merge gives way to any fresh work -- unless it is about to finish, or
+  its dimension already has twice ``max_segments`` indexes (merges must not starve under a steady stream of
+  fresh rows); a segment's HNSW build gives way to a seal or an interim build (a new upload's rows, read exactly
+  until then, wait seconds instead of the build's minutes; the segment itself stays served by its interim
+  index) -- unless it is about to finish, and only once per segment, so its work is thrown away at most once.
 - **Crash leftovers.** An index left INVALID by a killed build is dropped and rebuilt; a registered segment
   without a valid index (a build that never finished, an index dropped by hand) is rebuilt; rows indexed before
   segments existed (segment 0, the old ``embeddings_hnsw_<N>``) get ``embeddings_hnsw_<N>_0_0`` beside the old
@@ -68,17 +71,22 @@ log = logging.getLogger(__name__)
 
 #: Flipped rows (each an UPDATE) between two VACUUMs of the table; see ``Indexer._vacuum``.
 VACUUM_AFTER_FLIPS = 5000
-#: A running merge expected to finish within this many seconds is not cancelled for fresh work. Was 30: in the
-#: 200k x 1536 bench a new project's stream waited 40 s behind a 30k-row merge for its interim index (a 1-3 s
-#: build), its rows read exactly at 110-130 ms per search meanwhile; a cancelled merge only loses its progress.
-MERGE_FINISH_SECONDS = 10.0
+#: A running merge or segment build expected to finish within this many seconds is not cancelled for fresh work
+#: (``Indexer._build_yields``). Was 30 (merges only): in the 200k x 1536 bench a new project's stream waited 40 s
+#: behind a 30k-row merge for its interim index (a 1-3 s build), its rows read exactly at 110-130 ms per search
+#: meanwhile; a cancelled build only loses its progress.
+BUILD_FINISH_SECONDS = 10.0
 #: A backlog is sealed ahead of pending HNSW builds (see Interim indexes) once it has not grown for this long.
 SETTLE_SECONDS = 2.0
 #: While a stream writes into a segment of a dimension, that dimension's HNSW builds and merges wait -- unless a
 #: segment has waited this long for its build (``Indexer._jobs``).
 STREAM_HOLD_SECONDS = 600.0
-#: Jobs for rows that no index serves yet: a running merge gives way to them (``Indexer._merge_yields``).
+#: Jobs for rows that no index serves yet: a running merge gives way to them (``Indexer._build_yields``).
 FRESH_WORK = ("seal", "interim", "segment")
+#: What a running build gives way to, by its kind: a merge to any fresh work; a segment's HNSW build to the
+#: seconds-long work that gets rows no index serves an index at all (its own rows are served by its interim
+#: index meanwhile; other segments' HNSW builds wait their turn).
+YIELDS_TO: Mapping[str, tuple[str, ...]] = MappingProxyType({"merge": FRESH_WORK, "segment": ("seal", "interim")})
 #: Recent builds kept for ``status()``.
 RECENT_BUILDS = 20
 
@@ -213,6 +221,7 @@ class Indexer:
         self._locked_out = False
         self._flipped_since_vacuum = 0
         self._backlog_seen: dict[int, tuple[int, float]] = {}  # per dimension: backlog, when it last changed
+        self._yielded: set[str] = set()  # segment builds cancelled once for fresh work: not again
         # status
         self._backlog: dict[int, int] = {}
         self._segment_counts: dict[int, int] = {}
@@ -303,9 +312,13 @@ class Indexer:
         builder = self._builder
         if builder is not None and not builder.done():
             job = self._building_job
-            if job is not None and job.kind == "merge" and any(j.kind in FRESH_WORK for j in jobs):
-                if self._merge_yields(job, state):
-                    log.info("cancelling the merge %s: fresh rows wait for an index", job.name)
+            if job is not None and any(j.kind in YIELDS_TO.get(job.kind, ()) for j in jobs):
+                if self._build_yields(job, state):
+                    log.info("cancelling the %s build %s: fresh rows wait for an index", job.kind, job.name)
+                    if job.kind == "segment":
+                        if len(self._yielded) > 10_000:
+                            self._yielded.clear()
+                        self._yielded.add(job.name)
                     builder.cancel()
             return False
         if jobs:
@@ -314,19 +327,23 @@ class Indexer:
         self._locked_out = False
         return not flipped and not state.backlog
 
-    def _merge_yields(self, job: _Job, state: _State) -> bool:
-        """Whether the running merge ``job`` gives way to fresh rows waiting for a build.
+    def _build_yields(self, job: _Job, state: _State) -> bool:
+        """Whether the running build ``job`` (a merge or a segment's HNSW build) gives way to fresh rows waiting
+        for work behind it (``YIELDS_TO``).
 
-        It does, unless giving way would cost more than it saves: when the merge is due to finish within
-        ``MERGE_FINISH_SECONDS`` (its ETA), or when its dimension already has twice ``max_segments`` indexes
-        (under a steady stream of fresh segments merges would otherwise never finish and every search would read
-        ever more segments).
+        It does, unless giving way would cost more than it saves: when it is due to finish within
+        ``BUILD_FINISH_SECONDS`` (its ETA); a merge not when its dimension already has twice ``max_segments``
+        indexes (under a steady stream of fresh segments merges would otherwise never finish and every search
+        would read ever more segments); a segment build not a second time (its work is thrown away at most once:
+        under a steady stream of uploads it would never finish).
         """
         status = self._build_status
         if status is not None and status.name == job.name and status.rows_per_second and job.rows:
             remaining = max(job.rows - status.tuples_done, 0) / status.rows_per_second
-            if remaining <= MERGE_FINISH_SECONDS:
+            if remaining <= BUILD_FINISH_SECONDS:
                 return False
+        if job.kind == "segment":
+            return job.name not in self._yielded
         segments = len(qs.cover([i for i in state.indexes if i.dim == job.dim]))
         return segments < 2 * self.max_segments
 
