@@ -120,9 +120,50 @@ def test_the_raw_scan_skips_vectors_but_not_strings_or_metadata() -> None:
     items[499].text = "late\x00"
     assert scan_wire(pb.UpsertEmbeddingsRequest(embeddings=items).SerializeToString(), desc, 256 * 1024).may_hold_nul
     items[499].text = "plain"
-    items[250].metadata.update({"year": 1.0})  # a Struct is not walked by the scan: any zero byte counts
-    assert scan_wire(pb.UpsertEmbeddingsRequest(embeddings=items).SerializeToString(), desc, 256 * 1024).may_hold_nul
     assert scan_wire(raw[:-7], desc, 256 * 1024).may_hold_nul  # truncated: the walk decides (decoding fails)
+
+    def may_hold_nul(metadata: dict[str, Any]) -> bool:
+        items[250].metadata.Clear()
+        items[250].metadata.update(metadata)
+        request = pb.UpsertEmbeddingsRequest(embeddings=items).SerializeToString()
+        return scan_wire(request, desc, 256 * 1024).may_hold_nul
+
+    # Numbers, nulls and booleans are full of zero bytes but hold no string: no walk for them (it once cost an
+    # upload with numeric metadata more than the rest of its checks together).
+    assert not may_hold_nul({"year": 1.0, "page": 0, "none": None, "flag": False, "n": [0, 0.5, {"z": 0}]})
+    assert not may_hold_nul({"title": "plain", "nested": {"list": ["a", 2, None]}})
+    # A NUL in a key or a string value, however deep, is found.
+    assert may_hold_nul({"year": 1.0, "ti\x00tle": "plain"})
+    assert may_hold_nul({"year": 1.0, "title": "pla\x00in"})
+    assert may_hold_nul({"n": [0, {"deep": [None, "a\x00"]}]})
+    assert may_hold_nul({"\x00": 0})
+
+
+def test_the_raw_scan_leaves_structs_nested_beyond_protobufs_limit_to_the_decoder() -> None:
+    """A Struct nested deeper than protobuf decodes ends the scan without an error (the decoder refuses it next),
+    and an oversized Struct is named by its path wherever it is."""
+    from google.protobuf import struct_pb2
+
+    from vdb_grpc.limits import SCAN_MAX_DEPTH, scan_wire
+
+    def field(tag: int, body: bytes) -> bytes:
+        return bytes([tag]) + _varint(len(body)) + body
+
+    zero = field(0x0A, struct_pb2.Value(number_value=0).SerializeToString())  # ListValue.values: 0.0
+    value = struct_pb2.Value(string_value="x").SerializeToString()
+    for _ in range(SCAN_MAX_DEPTH):  # Value.list_value -> ListValue.values, two messages a level
+        value = field(0x32, field(0x0A, value) + zero)
+    metadata = field(0x0A, field(0x0A, b"deep") + field(0x12, value))  # Struct.fields: {"deep": value}
+    raw = field(0x1A, field(0x0A, b"t") + field(0x32, metadata))  # UpsertEmbeddingsRequest.embeddings[0]
+    with pytest.raises(Exception, match="(?i)depth"):
+        pb.UpsertEmbeddingsRequest.FromString(raw)  # what the decoder does with it next
+    scan = scan_wire(raw, pb.UpsertEmbeddingsRequest.DESCRIPTOR, 1 << 20)
+    assert scan.oversized is None and scan.may_hold_nul  # undecided: the decoder and the walk decide
+    big = pb.Embedding(text_id="u")
+    big.metadata.update({f"k{i}": i for i in range(2000)})
+    raw = pb.UpsertEmbeddingsRequest(embeddings=[pb.Embedding(text_id="a"), big]).SerializeToString()
+    scan = scan_wire(raw, pb.UpsertEmbeddingsRequest.DESCRIPTOR, 1024)
+    assert scan.oversized is not None and scan.oversized[0] == "embeddings[1].metadata"
 
 
 async def test_nul_in_metadata_keys_values_and_filter_values(world: World) -> None:

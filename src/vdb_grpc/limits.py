@@ -260,72 +260,129 @@ class WireScan:
 
     Attributes:
         oversized: (field path, wire size) of the first ``google.protobuf.Struct`` over the limit, else None.
-        may_hold_nul: False when no string field (nor any Struct, map or other well-known type, which are not
-            walked) holds a 0x00 byte: then no decoded string holds NUL and ``check_request`` need not walk the
-            message. Packed numbers (vectors) are skipped: their bytes are full of zeros.
+        may_hold_nul: False when no string field (nor map key, nor string inside a Struct or Value) holds a
+            0x00 byte: then no decoded string holds NUL and ``check_request`` need not walk the message.
+            Packed numbers (vectors), doubles, booleans and nulls are skipped: their bytes are full of zeros.
     """
 
     oversized: tuple[str, int] | None
     may_hold_nul: bool
 
 
+#: Messages nested deeper than this on the wire end the scan (protobuf's own decoder refuses them: its
+#: recursion limit is 100), leaving the decision to the decoder and the walk.
+SCAN_MAX_DEPTH = 100
+
+_SKIP, _STRING, _MESSAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _WireField:
+    """How the scan treats one length-delimited field of a message (``_wire_fields``)."""
+
+    kind: int  # _STRING: look for 0x00; _MESSAGE: walk its fields; _SKIP: packed numbers, bytes
+    name: str
+    repeated: bool
+    descriptor: Descriptor | None
+    struct: bool  # a google.protobuf.Struct: its size is limited
+
+
+_WIRE_FIELDS: dict[str, dict[int, _WireField]] = {}
+
+
+def _wire_fields(desc: Descriptor) -> dict[int, _WireField]:
+    """Per field number, what the scan does with ``desc``'s length-delimited fields (computed once per type)."""
+    table = _WIRE_FIELDS.get(desc.full_name)
+    if table is None:
+        table = {}
+        for fd in desc.fields:
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                table[fd.number] = _WireField(_STRING, fd.name, fd.is_repeated, None, False)
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                mt = fd.message_type
+                table[fd.number] = _WireField(_MESSAGE, fd.name, fd.is_repeated, mt, mt.full_name == _STRUCT)
+        _WIRE_FIELDS[desc.full_name] = table
+    return table
+
+
 def scan_wire(raw: bytes, descriptor: Descriptor, limit: int) -> WireScan:
     """One pass over ``raw``'s tags and lengths, guided by ``descriptor`` (see ``WireScan``).
 
     A request holding a Struct of millions of keys (which protobuf would take many seconds to parse, holding the
-    GIL) is refused before it is decoded. Malformed bytes give no oversized Struct and "may hold NUL": decoding
-    them fails next, with its own error.
+    GIL) is refused before it is decoded. Messages, Structs included, are walked on the wire, so only strings,
+    keys and string values count (a number's eight bytes mostly are zeros: counted, they sent every upload with
+    numeric metadata through ``check_request``'s slow walk) -- except a message within the size limit that holds
+    no 0x00 byte at all, which can hold neither: it is skipped at the speed of ``bytes.find``. Malformed bytes
+    give no oversized Struct and "may hold NUL": decoding them fails next, with its own error.
     """
     found: list[bool] = [False]
     try:
-        oversized = _scan(raw, 0, len(raw), descriptor, "", limit, found)
+        oversized = _scan(raw, 0, len(raw), descriptor, limit, found, SCAN_MAX_DEPTH)
     except (ValueError, IndexError):
         return WireScan(None, b"\x00" in raw)
     return WireScan(oversized, found[0])
 
 
 def _scan(
-    buf: bytes, pos: int, end: int, desc: Descriptor, prefix: str, limit: int, nul: list[bool]
+    buf: bytes, pos: int, end: int, desc: Descriptor, limit: int, nul: list[bool], depth: int
 ) -> tuple[str, int] | None:
+    """Scan one message's bytes ``buf[pos:end]``; the path (relative to this message) and size of the first
+    oversized Struct, else None; ``nul[0]`` set when a string holds 0x00."""
+    if depth <= 0:
+        raise ValueError("nested too deeply")
+    fields = _wire_fields(desc)
     counts: dict[int, int] = {}
     while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos)
+        key = buf[pos]  # one byte for field numbers up to 15
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 2:
+            length = buf[pos]
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("truncated field")
+            f = fields.get(key >> 3)
+            if f is None:
+                pass  # packed numbers, bytes, unknown fields: no decoded string
+            elif f.kind == _STRING:
+                if not nul[0] and buf.find(b"\x00", pos, pos + length) >= 0:
+                    nul[0] = True
+            else:
+                index = 0
+                if f.repeated:
+                    index = counts.get(key >> 3, 0)
+                    counts[key >> 3] = index + 1
+                if length > limit:
+                    if f.struct:
+                        return _path(f, index), length
+                elif nul[0] or buf.find(b"\x00", pos, pos + length) < 0:
+                    pos += length  # holds no oversized Struct, and no string in it holds 0x00 (or one did)
+                    continue
+                assert f.descriptor is not None
+                inner = _scan(buf, pos, pos + length, f.descriptor, limit, nul, depth - 1)
+                if inner is not None:  # paths are only built for the one oversized Struct
+                    return f"{_path(f, index)}.{inner[0]}", inner[1]
+            pos += length
+        elif wire == 0:
+            while buf[pos] & 0x80:
+                pos += 1
+            pos += 1
         elif wire == 1:
             pos += 8
         elif wire == 5:
             pos += 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > end:
-                raise ValueError("truncated field")
-            fd = desc.fields_by_number.get(number)
-            if fd is None or fd.type not in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_STRING):
-                pass  # packed numbers, bytes, unknown fields: no decoded string
-            elif fd.type == FieldDescriptor.TYPE_STRING or _is_map(fd):
-                if not nul[0] and buf.find(b"\x00", pos, pos + length) >= 0:
-                    nul[0] = True
-            else:
-                index = counts.get(number, 0)
-                counts[number] = index + 1
-                path = f"{prefix}.{fd.name}" if prefix else fd.name
-                if fd.is_repeated:
-                    path += f"[{index}]"
-                name = fd.message_type.full_name
-                if name == _STRUCT and length > limit:
-                    return path, length
-                if name.startswith("google.protobuf."):
-                    if not nul[0] and buf.find(b"\x00", pos, pos + length) >= 0:
-                        nul[0] = True  # Struct, Value, ...: not walked here; check_request walks them
-                else:
-                    inner = _scan(buf, pos, pos + length, fd.message_type, path, limit, nul)
-                    if inner is not None:
-                        return inner
-            pos += length
         else:
             raise ValueError("group or invalid wire type")  # not in our protos: the decoder decides
     if pos != end:
         raise ValueError("field runs past its message")
     return None
+
+
+def _path(f: _WireField, index: int) -> str:
+    return f"{f.name}[{index}]" if f.repeated else f.name
