@@ -155,7 +155,7 @@ def test_the_raw_scan_leaves_structs_nested_beyond_protobufs_limit_to_the_decode
         value = field(0x32, field(0x0A, value) + zero)
     metadata = field(0x0A, field(0x0A, b"deep") + field(0x12, value))  # Struct.fields: {"deep": value}
     raw = field(0x1A, field(0x0A, b"t") + field(0x32, metadata))  # UpsertEmbeddingsRequest.embeddings[0]
-    with pytest.raises(Exception, match="(?i)depth"):
+    with pytest.raises(Exception, match=r"(?i)depth"):
         pb.UpsertEmbeddingsRequest.FromString(raw)  # what the decoder does with it next
     scan = scan_wire(raw, pb.UpsertEmbeddingsRequest.DESCRIPTOR, 1 << 20)
     assert scan.oversized is None and scan.may_hold_nul  # undecided: the decoder and the walk decide

@@ -26,6 +26,9 @@ from vdb_grpc.indexing.priority import get_nice, renice_workers
 
 DIM = 8
 K = 20
+#: The indexer's exact_max_rows in the merge tests: the world's 300-400-row segments count as its project's own
+#: (the merge policy weighs only projects searched through a segment's index).
+MERGE_ROWS = 50
 
 
 class World:
@@ -160,7 +163,7 @@ async def test_a_long_build_does_not_hold_up_flips_of_other_dimensions(pool: asy
 
 
 async def test_searches_during_a_merge_see_every_row_once(pool: asyncpg.Pool, world: World) -> None:
-    indexer = Indexer(pool, seal_min_rows=100)
+    indexer = Indexer(pool, seal_min_rows=100, exact_max_rows=MERGE_ROWS)
     await indexer.run_until_idle()
     await world.add(300, seed=2)
     await indexer.run_until_idle()  # two segments, two indexes
@@ -187,7 +190,7 @@ async def builder_done(indexer: Indexer) -> None:
 
 async def test_a_merge_gives_way_to_fresh_rows(pool: asyncpg.Pool, world: World) -> None:
     """Fresh rows waiting for a build cancel a running merge (their segment is built first, the merge later)."""
-    indexer = Indexer(pool, seal_min_rows=100, max_segments=10)
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=10, exact_max_rows=MERGE_ROWS)
     await indexer.run_until_idle()
     for seed in (2, 3):
         await world.add(300, seed=seed)
@@ -213,7 +216,7 @@ async def test_a_merge_gives_way_to_fresh_rows(pool: asyncpg.Pool, world: World)
 async def test_a_merge_does_not_give_way_once_segments_pile_up(pool: asyncpg.Pool, world: World) -> None:
     """With twice max_segments indexes a running merge finishes first: under a steady stream of fresh segments,
     merges that always yielded would never finish and every search would read ever more segments."""
-    indexer = Indexer(pool, seal_min_rows=100, max_segments=10)
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=10, exact_max_rows=MERGE_ROWS)
     await indexer.run_until_idle()
     await world.add(300, seed=2)
     await indexer.run_until_idle()  # two segments
@@ -388,7 +391,7 @@ async def test_stale_project_sizes_are_recounted_in_the_background(pool: asyncpg
 async def test_after_a_merge_counts_carried_over_plan_correct_searches(pool: asyncpg.Pool, world: World) -> None:
     """A Search that caches project sizes (stats_ttl > 0) plans the first searches after a build and after a
     merge with carried-over counts, then with recounted ones; every search returns exactly numpy's answer."""
-    indexer = Indexer(pool, seal_min_rows=100, max_segments=10)
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=10, exact_max_rows=MERGE_ROWS)
     await indexer.run_until_idle()
     world.search = Search(pool, exact_max_rows=50, ef_search=1000, stats_ttl=60, segments_ttl=0)
     await world.check()  # counted: one segment

@@ -231,7 +231,8 @@ def test_choose_plan() -> None:
     two = (seg(1, 4, 1_000_000), seg(7, 7, 50_000))
     p = plan(two, 60_000, (20_001, 300))
     assert p.hnsw == ((1, 4),)
-    assert p.exact == ((0, 0), (5, 6), (7, 7), (8, None))
+    # segments 5-6 (no index), 7 (the project's 300 rows) and 8- are adjacent: one exact arm reads them all
+    assert p.exact == ((0, 0), (5, None))
     assert p.kind == "hnsw"
 
 

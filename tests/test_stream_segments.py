@@ -210,7 +210,7 @@ async def test_no_index_is_built_over_a_segment_a_stream_still_writes(pool: asyn
     stream replaces indexed rows too, which move into its segment and are found once."""
     w = await make_world(pool, min_rows=20)
     await w.add_unindexed(30)
-    indexer = Indexer(pool, seal_min_rows=20, interim_min_rows=0, max_segments=1)
+    indexer = Indexer(pool, seal_min_rows=20, interim_min_rows=0, max_segments=1, exact_max_rows=5)
     await idle(indexer)
     first = await index_names(pool)
     assert len(first) == 1

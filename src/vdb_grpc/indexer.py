@@ -22,9 +22,12 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   and the segment is forgotten.
 - **Trickle.** Smaller backlogs are flipped in chunks into the newest segment that has a valid index (inserting
   into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
-- **Merge.** When a dimension has more than ``max_segments`` indexes, the adjacent pair with the fewest rows is
-  merged: one index over both label ranges is built beside them (no row is rewritten), searches switch to it
-  when valid, then the parts are dropped; never across a segment between them that has no index yet.
+- **Merge.** When a project is searched through more than ``max_segments`` index segments, its smallest
+  adjacent pair is merged -- never into a graph of another project's rows (``indexing.merge_policy``: rows
+  inserted late into a graph of others are hard to reach in it); past ``HARD_FACTOR`` x ``max_segments``
+  indexes of a dimension the smallest pair whatever it mixes. One index over both label ranges is built beside
+  them (no row is rewritten), searches switch to it when valid, then the parts are dropped; never across a
+  segment between them that has no index yet.
 - **Giving way.** A running build is cancelled (and tried again later) when rows that no index serves wait for
   work behind it (``_build_yields``): a merge gives way to any fresh work -- unless it is about to finish, or
   its dimension already has twice ``max_segments`` indexes (merges must not starve under a steady stream of
@@ -60,6 +63,7 @@ from types import MappingProxyType
 import asyncpg
 
 from vdb_grpc.db import mark_session_state
+from vdb_grpc.indexing.merge_policy import Composition, choose_merge
 from vdb_grpc.indexing.priority import renice, renice_workers
 from vdb_grpc.indexing.sizing import BuildResources, build_resources
 from vdb_grpc.queries import indexer as q
@@ -89,6 +93,9 @@ FRESH_WORK = ("seal", "interim", "segment")
 YIELDS_TO: Mapping[str, tuple[str, ...]] = MappingProxyType({"merge": FRESH_WORK, "segment": ("seal", "interim")})
 #: Recent builds kept for ``status()``.
 RECENT_BUILDS = 20
+#: Seconds the projects' row counts per segment are reused by the merge policy while the index list is unchanged
+#: (trickle flips and deletes change them slowly; a finished build or merge changes the list).
+COMPOSITION_TTL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,8 @@ class _State:
     indexes: list[SegmentIndex]
     segments: list[q.Segment]
     backlog: dict[int, int] = field(default_factory=dict)
+    #: Per dimension that may be due for a merge: per segment label, rows per project (``merge_policy``).
+    composition: dict[int, Composition] = field(default_factory=dict)
 
 
 class Indexer:
@@ -178,6 +187,7 @@ class Indexer:
         build_memory_bytes: int | None = None,
         build_workers: int | None = None,
         build_nice: int = 0,
+        exact_max_rows: int = 4000,
     ) -> None:
         """Args:
         pool: the server's pool (up to three connections are held while working: flips, build, progress).
@@ -197,6 +207,9 @@ class Indexer:
         build_nice: Unix nice value of the backends doing build passes (seals, builds, their VACUUMs) and of
             their parallel workers, so searches get the CPU first (``indexing.priority``); 0 leaves them alone.
             Only for a PostgreSQL running on this machine as this user (embedded mode).
+        exact_max_rows: the search's setting of that name (``domain.search.Search``): a project with at most
+            this many rows in a segment is read there exactly, so the merge policy does not weigh it
+            (``indexing.merge_policy``).
         """
         self._pool = pool
         self._chunk_size = chunk_size
@@ -212,6 +225,7 @@ class Indexer:
         self._build_memory_bytes = build_memory_bytes
         self._build_workers = build_workers
         self._build_nice = build_nice
+        self.exact_max_rows = exact_max_rows
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._builder: asyncio.Task[None] | None = None
@@ -222,6 +236,8 @@ class Indexer:
         self._flipped_since_vacuum = 0
         self._backlog_seen: dict[int, tuple[int, float]] = {}  # per dimension: backlog, when it last changed
         self._yielded: set[str] = set()  # segment builds cancelled once for fresh work: not again
+        # per dimension: the cover's index names, when it expires, rows per project per label (merge policy)
+        self._composition: dict[int, tuple[tuple[str, ...], float, Composition]] = {}
         # status
         self._backlog: dict[int, int] = {}
         self._segment_counts: dict[int, int] = {}
@@ -370,6 +386,14 @@ class Indexer:
         for s in qs.cover(state.indexes):
             counts[s.dim] = counts.get(s.dim, 0) + 1
         self._segment_counts = counts
+        for dim, cov in self._covers(state).items():
+            if len(cov) > self.max_segments:  # a merge may be due: the merge policy weighs the projects' rows
+                names = tuple(s.name for s in cov)
+                cached = self._composition.get(dim)
+                if cached is None or cached[0] != names or cached[1] < now:
+                    cached = (names, now + COMPOSITION_TTL_SECONDS, await q.segment_projects(conn, dim))
+                    self._composition[dim] = cached
+                state.composition[dim] = cached[2]
         return state
 
     def interim_rows(self, dim: int, *, growing: bool = False) -> int:
@@ -478,8 +502,9 @@ class Indexer:
                 pairs = [
                     (a, b) for a, b in itertools.pairwise(cov) if not any(a.hi < label < b.lo for label in between)
                 ]
-                if pairs:
-                    a, b = min(pairs, key=lambda p: p[0].rows + p[1].rows)
+                pick = choose_merge(cov, pairs, state.composition.get(dim), self.max_segments, self.exact_max_rows)
+                if pick is not None:
+                    a, b = pick
                     name = qs.segment_index_name(dim, a.lo, b.hi)
                     jobs.append(_Job("merge", dim, a.lo, b.hi, a.rows + b.rows, name))
         return jobs

@@ -153,8 +153,10 @@ class Settings:
     """``VDB_INDEX_SEAL_MAX_ROWS``: most rows in one new segment (bounds one build's duration: vacuum of the
     table waits for a running build)."""
     index_max_segments: int = 2
-    """``VDB_INDEX_MAX_SEGMENTS``: a dimension with more HNSW index segments than this gets two merged in the
-    background (each search reads every segment of its dimension)."""
+    """``VDB_INDEX_MAX_SEGMENTS``: a project searched through more HNSW index segments than this gets two of
+    them merged in the background (each search reads every segment where its project has many rows); segments
+    of different projects are not merged into one graph until a dimension has 4x this many
+    (``indexing.merge_policy``)."""
     index_interim_min_rows: int = 20_000
     """``VDB_INDEX_INTERIM_MIN_ROWS``: a new index segment at least this large first gets an interim IVFFlat
     index (seconds to build), which serves its searches until the HNSW index is valid (a tenth of the segment

@@ -138,6 +138,20 @@ class Segment:
     age: float = 0.0
 
 
+SEGMENT_PROJECTS = """
+SELECT index_segment, project_id, count(*) FROM embeddings WHERE vector_dim = $1 AND indexed GROUP BY 1, 2
+"""
+
+
+async def segment_projects(conn: asyncpg.Connection, dim: int) -> dict[int, dict[int, int]]:
+    """Per segment label of ``dim``: rows per project (an index-only scan of the segment btree: ~0.1 s per
+    million rows on 2 cores; the merge policy asks for it only when a merge may be due, and caches it)."""
+    out: dict[int, dict[int, int]] = {}
+    for label, project, rows in await conn.fetch(SEGMENT_PROJECTS, dim):
+        out.setdefault(int(label), {})[int(project)] = int(rows)
+    return out
+
+
 NEW_SEGMENT = "INSERT INTO embedding_segments (vector_dim) VALUES ($1) RETURNING segment"
 
 

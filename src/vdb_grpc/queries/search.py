@@ -164,8 +164,14 @@ class SearchPlan:
     @classmethod
     def over(cls, hnsw: tuple[tuple[int, int], ...], exact: tuple[tuple[int, int], ...] = ()) -> SearchPlan:
         """HNSW arms for ``hnsw``, exact arms for ``exact`` and for every label outside both."""
-        rest: tuple[tuple[int, int | None], ...] = (*exact, *uncovered((*hnsw, *exact)))
-        return cls(whole=False, hnsw=tuple(sorted(hnsw)), exact=tuple(sorted(rest, key=lambda r: r[0])))
+        rest: list[tuple[int, int | None]] = sorted((*exact, *uncovered((*hnsw, *exact))), key=lambda r: r[0])
+        merged: list[tuple[int, int | None]] = []
+        for lo, hi in rest:  # adjacent exact ranges read as one arm (the same rows, one sort and plan node less)
+            if merged and merged[-1][1] is not None and merged[-1][1] + 1 == lo:
+                merged[-1] = (merged[-1][0], hi)
+            else:
+                merged.append((lo, hi))
+        return cls(whole=False, hnsw=tuple(sorted(hnsw)), exact=tuple(merged))
 
 
 EXACT = SearchPlan()
