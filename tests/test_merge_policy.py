@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from vdb_grpc.indexing.merge_policy import HARD_FACTOR, choose_merge, late_minority
+from vdb_grpc.indexing.merge_policy import HARD_FACTOR, choose_merge, late_minority, merge_must_finish
 from vdb_grpc.queries.search import SegmentIndex
 
 EXACT = 4000  # the search's default exact_max_rows
@@ -68,3 +68,17 @@ def test_past_the_hard_limit_the_smallest_pair_is_merged_even_if_it_mixes() -> N
     pick = choose_merge(cover, pairs, comp, 2, EXACT)
     assert pick is not None and (pick[0].lo, pick[1].hi) == (1, 2)
     assert choose_merge(cover[:-1], pairs[:-1], comp, 2, EXACT) is None  # at the limit: left apart
+
+
+def test_a_merge_gives_way_unless_its_project_is_spread_over_twice_max_segments() -> None:
+    # big's halves merging (its fresh 50k in a third segment), side and a new project apart: four segments, but
+    # big is searched through three < 2 x 2, so the merge gives way to the new project's upload
+    comp = {1: {BIG: 500_000}, 2: {BIG: 500_000}, 3: {SIDE: 100_000}, 4: {BIG: 50_000}, 5: {FRESH: 5_000}}
+    cover = [seg(1, 1, 500_000), seg(2, 2, 500_000), seg(3, 3, 100_000), seg(4, 4, 50_000), seg(5, 5, 5_000)]
+    assert not merge_must_finish(cover, 1, 2, comp, 2, EXACT)
+    comp = {**comp, 5: {BIG: 5_000}}  # a fourth segment of big: it finishes
+    assert merge_must_finish(cover, 1, 2, comp, 2, EXACT)
+    assert merge_must_finish(cover, 1, 2, None, 2, EXACT)  # counts unknown: the dimension's 5 >= 4 segments
+    assert not merge_must_finish(cover[:3], 1, 2, None, 2, EXACT)
+    many = [seg(i, i, 10_000) for i in range(1, HARD_FACTOR * 2 + 2)]
+    assert merge_must_finish(many, 1, 2, {i: {100 + i: 10_000} for i in range(1, 10)}, 2, EXACT)  # past the hard limit

@@ -30,10 +30,11 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   segment between them that has no index yet.
 - **Giving way.** A running build is cancelled (and tried again later) when rows that no index serves wait for
   work behind it (``_build_yields``): a merge gives way to any fresh work -- unless it is about to finish, or
-  its dimension already has twice ``max_segments`` indexes (merges must not starve under a steady stream of
-  fresh rows); a segment's HNSW build gives way to a seal or an interim build (a new upload's rows, read exactly
-  until then, wait seconds instead of the build's minutes; the segment itself stays served by its interim
-  index) -- unless it is about to finish, and only once per segment, so its work is thrown away at most once.
+  a project it joins is already searched through twice ``max_segments`` segments (merges must not starve under
+  a steady stream of fresh rows: ``merge_policy.merge_must_finish``); a segment's HNSW build gives way to a seal
+  or an interim build (a new upload's rows, read exactly until then, wait seconds instead of the build's
+  minutes; the segment itself stays served by its interim index) -- unless it is about to finish, and only once
+  per segment, so its work is thrown away at most once.
 - **Crash leftovers.** An index left INVALID by a killed build is dropped and rebuilt; a registered segment
   without a valid index (a build that never finished, an index dropped by hand) is rebuilt; rows indexed before
   segments existed (segment 0, the old ``embeddings_hnsw_<N>``) get ``embeddings_hnsw_<N>_0_0`` beside the old
@@ -63,7 +64,7 @@ from types import MappingProxyType
 import asyncpg
 
 from vdb_grpc.db import mark_session_state
-from vdb_grpc.indexing.merge_policy import Composition, choose_merge
+from vdb_grpc.indexing.merge_policy import Composition, choose_merge, merge_must_finish
 from vdb_grpc.indexing.priority import renice, renice_workers
 from vdb_grpc.indexing.sizing import BuildResources, build_resources
 from vdb_grpc.queries import indexer as q
@@ -348,10 +349,11 @@ class Indexer:
         for work behind it (``YIELDS_TO``).
 
         It does, unless giving way would cost more than it saves: when it is due to finish within
-        ``BUILD_FINISH_SECONDS`` (its ETA); a merge not when its dimension already has twice ``max_segments``
-        indexes (under a steady stream of fresh segments merges would otherwise never finish and every search
-        would read ever more segments); a segment build not a second time (its work is thrown away at most once:
-        under a steady stream of uploads it would never finish).
+        ``BUILD_FINISH_SECONDS`` (its ETA); a merge not when a project it joins is already searched through twice
+        ``max_segments`` segments (``merge_policy.merge_must_finish``: under a steady stream of fresh segments
+        merges would otherwise never finish and its searches would read ever more segments); a segment build not
+        a second time (its work is thrown away at most once: under a steady stream of uploads it would never
+        finish).
         """
         status = self._build_status
         if status is not None and status.name == job.name and status.rows_per_second and job.rows:
@@ -360,8 +362,9 @@ class Indexer:
                 return False
         if job.kind == "segment":
             return job.name not in self._yielded
-        segments = len(qs.cover([i for i in state.indexes if i.dim == job.dim]))
-        return segments < 2 * self.max_segments
+        cover = self._covers(state).get(job.dim, ())
+        composition = state.composition.get(job.dim)
+        return not merge_must_finish(cover, job.lo, job.hi, composition, self.max_segments, self.exact_max_rows)
 
     def _reap_builder(self) -> None:
         builder = self._builder

@@ -68,6 +68,39 @@ def late_minority(earlier: Counter[int], later: Counter[int], exact_max_rows: in
     return None
 
 
+def spread_of(cover: Sequence[SegmentIndex], composition: Composition, exact_max_rows: int) -> Counter[int]:
+    """Per project: the index segments of ``cover`` its searches read through the index."""
+    spread: Counter[int] = Counter()
+    for s in cover:
+        for project, rows in rows_by_project(s, composition).items():
+            if significant(rows, s.rows, exact_max_rows):
+                spread[project] += 1
+    return spread
+
+
+def merge_must_finish(
+    cover: Sequence[SegmentIndex],
+    lo: int,
+    hi: int,
+    composition: Composition | None,
+    max_segments: int,
+    exact_max_rows: int,
+) -> bool:
+    """Whether a running merge of labels ``lo``..``hi`` goes on rather than giving way to fresh work: when a
+    project it joins is already searched through twice ``max_segments`` segments, or the dimension is past the
+    hard limit -- under a steady stream of fresh segments merges that always gave way would never finish, and
+    searches would read ever more arms. Without the projects' rows: when the dimension has twice
+    ``max_segments`` segments (the rule before the merge policy)."""
+    if len(cover) > HARD_FACTOR * max_segments:
+        return True
+    if composition is None:
+        return len(cover) >= 2 * max_segments
+    spread = spread_of(cover, composition, exact_max_rows)
+    merged = SegmentIndex("", 0, lo, hi, sum(s.rows for s in cover if lo <= s.lo and s.hi <= hi), True)
+    joined = [p for p, rows in rows_by_project(merged, composition).items() if significant(rows, 1, exact_max_rows)]
+    return any(spread[p] >= 2 * max_segments for p in joined)
+
+
 def choose_merge(
     cover: Sequence[SegmentIndex],
     pairs: Sequence[tuple[SegmentIndex, SegmentIndex]],
@@ -86,11 +119,7 @@ def choose_merge(
     if composition is None:
         return min(pairs, key=size)
     parts = {s.name: rows_by_project(s, composition) for s in cover}
-    spread: Counter[int] = Counter()
-    for s in cover:
-        for project, rows in parts[s.name].items():
-            if significant(rows, s.rows, exact_max_rows):
-                spread[project] += 1
+    spread = spread_of(cover, composition, exact_max_rows)
     over = {p for p, n in spread.items() if n > max_segments}
     clean = [p for p in pairs if late_minority(parts[p[0].name], parts[p[1].name], exact_max_rows) is None]
     if len(cover) > HARD_FACTOR * max_segments:
