@@ -142,6 +142,29 @@ async def test_merges_keep_each_projects_rows_out_of_other_projects_graphs(pool:
             assert [r.text_id for r in got] == [ids[pid][i] for i in exact_top(x, qv, 10)]
 
 
+async def test_a_backlog_of_several_large_projects_is_sealed_one_project_at_a_time(pool: asyncpg.Pool) -> None:
+    """Two projects' uploads waiting together get a segment each (a graph holding one project's rows after the
+    other's would serve the later one poorly: merge_policy); a few rows of a small third project are trickled
+    into an existing segment rather than getting one of their own."""
+    async with pool.acquire() as conn:
+        pids = [await make_project(conn, "alice", f"proj-{c}", 8) for c in "abc"]
+        for pid, n, seed in zip(pids, (300, 200, 10), (1, 2, 3), strict=True):
+            await add_embeddings(conn, pid, "alice", clustered(n, 8, 2, seed=seed), prefix=f"p{pid}-")
+        await Indexer(pool, seal_min_rows=100).run_until_idle()
+        rows = await conn.fetch(
+            "SELECT index_segment, project_id, count(*) FROM embeddings GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        assert await unindexed(conn) == 0
+    by_segment: dict[int, dict[int, int]] = {}
+    for label, pid, n in rows:
+        by_segment.setdefault(label, {})[pid] = n
+    a, b, c = pids
+    (seg_a,) = [s for s, p in by_segment.items() if p.get(a) == 300]
+    (seg_b,) = [s for s, p in by_segment.items() if p.get(b) == 200]
+    assert seg_a != seg_b and set(by_segment[seg_a]) <= {a, c} and set(by_segment[seg_b]) <= {b, c}
+    assert sum(p.get(c, 0) for p in by_segment.values()) == 10
+
+
 async def test_invalid_index_left_by_a_crash_is_rebuilt(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         pid = await make_project(conn, "alice", "p", 8)

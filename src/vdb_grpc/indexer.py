@@ -4,11 +4,12 @@ Uploads write ``indexed = false``; PostgreSQL never touches a partial index for 
 uploads cost no HNSW maintenance. This task, running in every server process, catches up (docs/search.md):
 
 - **Seal and build.** A backlog of at least ``seal_min_rows`` rows of one dimension (or any backlog of a
-  dimension without an index yet) is *sealed*: up to ``seal_max_rows`` rows get ``indexed = true`` and a new
-  segment label S (registered in ``embedding_segments``; no index holds S yet, so the UPDATE maintains no HNSW
-  graph: ~30,000 rows/s). Then ``CREATE INDEX CONCURRENTLY embeddings_hnsw_<N>_<S>_<S>`` builds its graph in bulk
-  beside the live indexes. Searches read sealed rows whose index is not valid yet exactly (that project's rows
-  only), and switch to the new index as soon as it is valid.
+  dimension without an index yet) is *sealed* (one project at a time where several have that many rows waiting:
+  ``_seal``): up to ``seal_max_rows`` rows get ``indexed = true`` and a new segment label S (registered in
+  ``embedding_segments``; no index holds S yet, so the UPDATE maintains no HNSW graph: ~30,000 rows/s). Then
+  ``CREATE INDEX CONCURRENTLY embeddings_hnsw_<N>_<S>_<S>`` builds its graph in bulk beside the live indexes.
+  Searches read sealed rows whose index is not valid yet exactly (that project's rows only), and switch to the
+  new index as soon as it is valid.
 - **Interim indexes.** A sealed segment of at least ``interim_min_rows`` rows first gets an IVFFlat index
   (``embeddings_ivf_<N>_<S>_<S>``: k-means over a sample, ~4 s for 100k x 384 where its HNSW build takes ~60 s),
   which serves it until the HNSW index is valid and is dropped then: searches read a tenth of the segment instead
@@ -615,18 +616,31 @@ class Indexer:
         await self._build(conn, job)
 
     async def _seal(self, conn: asyncpg.Connection, dim: int, label: int) -> int:
-        """Seal up to ``seal_max_rows`` unindexed rows of ``dim`` into segment ``label`` (chunked commits)."""
+        """Seal up to ``seal_max_rows`` unindexed rows of ``dim`` into segment ``label`` (chunked commits).
+
+        When the backlog holds several projects' rows and one of them has at least ``seal_min_rows``, only the
+        largest such project's rows are sealed (the rest wait for the next seal or trickle): a segment's graph is
+        built in heap order, and a project's rows after many rows of another's would be hard to reach in it
+        (``indexing.merge_policy``; the same reason merges keep projects apart).
+        """
         key = q.flip_lock_key(dim)
         await q.lock(conn, key)  # waits for a trickle flip of this dimension to finish its chunk
+        by_project = await q.backlog_by_project(conn, dim, self.seal_max_rows * 4)
+        large = [p for p, n in by_project.items() if n >= self.seal_min_rows]
+        project = max(large, key=lambda p: by_project[p]) if len(by_project) > 1 and large else None
         total = 0
         while total < self.seal_max_rows:
-            n = await q.seal_chunk(conn, dim, label, min(self._bulk_chunk_size, self.seal_max_rows - total))
+            size = min(self._bulk_chunk_size, self.seal_max_rows - total)
+            n = await q.seal_chunk(conn, dim, label, size, project)
             total += n
             if n == 0:
                 break
         await q.unlock(conn, key)  # on an exception: the pool's full reset on release
         self._rows_flipped += total
-        log.info("sealed %d rows of %d dimensions into segment %d", total, dim, label)
+        if project is None:
+            log.info("sealed %d rows of %d dimensions into segment %d", total, dim, label)
+        else:
+            log.info("sealed %d rows of project %d (%d dimensions) into segment %d", total, project, dim, label)
         return total
 
     async def _build(self, conn: asyncpg.Connection, job: _Job) -> None:

@@ -121,6 +121,17 @@ async def backlog_count(conn: asyncpg.Connection, dim: int, cap: int) -> int:
     return int(await conn.fetchval(BACKLOG_COUNT, dim, cap))
 
 
+BACKLOG_BY_PROJECT = """
+SELECT project_id, count(*) FROM (SELECT project_id FROM embeddings WHERE NOT indexed AND vector_dim = $1 LIMIT $2) b
+GROUP BY 1
+"""
+
+
+async def backlog_by_project(conn: asyncpg.Connection, dim: int, cap: int) -> dict[int, int]:
+    """Unindexed rows of ``dim`` per project (of the first ``cap`` found)."""
+    return {int(r[0]): int(r[1]) for r in await conn.fetch(BACKLOG_BY_PROJECT, dim, cap)}
+
+
 @dataclass(frozen=True)
 class Segment:
     """One registered segment (a row of ``embedding_segments``).
