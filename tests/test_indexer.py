@@ -165,6 +165,33 @@ async def test_a_backlog_of_several_large_projects_is_sealed_one_project_at_a_ti
     assert sum(p.get(c, 0) for p in by_segment.values()) == 10
 
 
+async def test_trickled_rows_go_to_the_segment_where_their_project_has_its_rows(pool: asyncpg.Pool) -> None:
+    """Small uploads are inserted into the graph of the segment where their project has the most rows, not into
+    the newest segment whoever it belongs to (hour after hour of trickle into another project's graph)."""
+    indexer = Indexer(pool, seal_min_rows=100, max_segments=4, exact_max_rows=50)
+    async with pool.acquire() as conn:
+        a = await make_project(conn, "alice", "proj-a", 8)
+        b = await make_project(conn, "alice", "proj-b", 8)
+        c = await make_project(conn, "alice", "proj-c", 8)
+        for pid, seed in ((a, 1), (b, 2)):
+            await add_embeddings(conn, pid, "alice", clustered(300, 8, 2, seed=seed), prefix=f"big{pid}-")
+            await indexer.run_until_idle()  # a segment each: a's is 1, b's (the newest) 2
+        await add_embeddings(conn, a, "alice", clustered(30, 8, 2, seed=3), prefix="small-a-")
+        await add_embeddings(conn, c, "alice", clustered(5, 8, 2, seed=4), prefix="small-c-")
+        await indexer.run_until_idle()
+        assert await unindexed(conn) == 0
+        rows = await conn.fetch(
+            "SELECT project_id, index_segment, count(*) FROM embeddings WHERE text_id LIKE 'small-%' GROUP BY 1, 2"
+        )
+        homes = await conn.fetch(
+            "SELECT project_id, min(index_segment) FROM embeddings WHERE text_id LIKE 'big%' GROUP BY 1"
+        )
+    home = {r[0]: r[1] for r in homes}
+    assert home[a] < home[b]
+    placed = {(r[0], r[1]): r[2] for r in rows}
+    assert placed == {(a, home[a]): 30, (c, home[b]): 5}  # a's own segment; c (small) into the newest
+
+
 async def test_invalid_index_left_by_a_crash_is_rebuilt(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         pid = await make_project(conn, "alice", "p", 8)

@@ -21,8 +21,9 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   (``Segment.open``; its interim index may be), afterwards it is built like a sealed one; a closed stream
   segment smaller than ``seal_min_rows`` (or any empty segment) is *released*: its rows go back to the backlog
   and the segment is forgotten.
-- **Trickle.** Smaller backlogs are flipped in chunks into the newest segment that has a valid index (inserting
-  into its graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds.
+- **Trickle.** Smaller backlogs are flipped in chunks into a segment that has a valid index (inserting into its
+  graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds: each project's rows into the
+  segment where it has the most rows, else the newest (``_trickle_label``).
 - **Merge.** When a project is searched through more than ``max_segments`` index segments, its smallest
   adjacent pair is merged -- never into a graph of another project's rows (``indexing.merge_policy``: rows
   inserted late into a graph of others are hard to reach in it); past ``HARD_FACTOR`` x ``max_segments``
@@ -100,6 +101,8 @@ RECENT_BUILDS = 20
 #: different projects apart, a dimension may stay above max_segments for good: the count (~0.1 s per million
 #: rows) is then taken this often.
 COMPOSITION_TTL_SECONDS = 600.0
+#: A project's rows per segment are counted up to this many when choosing where its trickle goes.
+TRICKLE_COUNT_CAP = 100_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,8 @@ class Indexer:
         self._flipped_since_vacuum = 0
         self._backlog_seen: dict[int, tuple[int, float]] = {}  # per dimension: backlog, when it last changed
         self._yielded: set[str] = set()  # segment builds cancelled once for fresh work: not again
+        # per (project, dimension): the cover's index names, when it expires, the label its trickle goes to
+        self._trickle_home: dict[tuple[int, int], tuple[tuple[str, ...], float, int]] = {}
         # per dimension: the cover's index names, when it expires, rows per project per label (merge policy)
         self._composition: dict[int, tuple[tuple[str, ...], float, Composition]] = {}
         # status
@@ -529,20 +534,59 @@ class Indexer:
             cov = covers.get(dim, ())
             if backlog >= self.seal_min_rows or not cov or any(s.legacy for s in cov):
                 continue  # the builder seals it (or replaces the pre-segment index first)
-            done |= await self._locked_flip(conn, dim, cov[-1].hi, self._chunk_size) > 0
+            if len(cov) == 1:
+                done |= await self._locked_flip(conn, dim, cov[0].hi, self._chunk_size) > 0
+                continue
+            # Each project's rows into the segment where it has the most (its graph), else the newest: trickled
+            # rows inserted into another project's graph, hour after hour, would be hard to reach in it
+            # (indexing.merge_policy).
+            projects = list(await q.backlog_by_project(conn, dim, self._chunk_size * 4))
+            labels = {p: await self._trickle_label(conn, p, dim, cov) for p in projects}
+            if len(set(labels.values())) == 1:  # all to one segment (the usual case): one flip for all of them
+                done |= await self._locked_flip(conn, dim, labels[projects[0]], self._chunk_size) > 0
+                continue
+            for project, label in labels.items():
+                done |= await self._locked_flip(conn, dim, label, self._chunk_size, project=project) > 0
         if self._flipped_since_vacuum >= VACUUM_AFTER_FLIPS:
             await self._vacuum(conn)
         return done
 
+    async def _trickle_label(
+        self, conn: asyncpg.Connection, project: int, dim: int, cov: tuple[SegmentIndex, ...]
+    ) -> int:
+        """The segment label ``project``'s trickled rows of ``dim`` go to: the newest segment of ``cov`` where it
+        has more than ``exact_max_rows`` rows and the most, else the newest one (remembered for
+        ``COMPOSITION_TTL_SECONDS`` while ``cov`` stays the same)."""
+        names = tuple(s.name for s in cov)
+        now = time.monotonic()
+        cached = self._trickle_home.get((project, dim))
+        if cached is not None and cached[0] == names and cached[1] >= now:
+            return cached[2]
+        cap = max(self.exact_max_rows + 1, TRICKLE_COUNT_CAP)
+        counts = await qs.segment_rows(conn, project, dim, [(s.lo, s.hi, cap) for s in cov])
+        best = max(range(len(cov)), key=lambda i: (counts[i], i))
+        label = cov[best].hi if counts[best] > self.exact_max_rows else cov[-1].hi
+        if len(self._trickle_home) > 10_000:
+            self._trickle_home.clear()
+        self._trickle_home[(project, dim)] = (names, now + COMPOSITION_TTL_SECONDS, label)
+        return label
+
     async def _locked_flip(
-        self, conn: asyncpg.Connection, dim: int, label: int, size: int, *, until_empty: bool = False
+        self,
+        conn: asyncpg.Connection,
+        dim: int,
+        label: int,
+        size: int,
+        *,
+        until_empty: bool = False,
+        project: int | None = None,
     ) -> int:
         key = q.flip_lock_key(dim)
         if not await q.try_lock(conn, key):
             return 0
         total = 0
         while True:
-            n = await q.seal_chunk(conn, dim, label, size)
+            n = await q.seal_chunk(conn, dim, label, size, project)
             total += n
             if not until_empty or n < size:
                 break
