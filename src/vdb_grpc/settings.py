@@ -148,7 +148,8 @@ class Settings:
     0.25 s, then twice as long each time, up to this many seconds between attempts."""
     index_seal_min_rows: int = 2000
     """``VDB_INDEX_SEAL_MIN_ROWS``: a backlog of unindexed rows of one dimension at least this large gets a new
-    index segment built in bulk beside the live indexes; smaller backlogs are inserted into an existing one (their project's, else the newest)."""
+    index segment built in bulk beside the live indexes; smaller backlogs are inserted into an existing one
+    (their project's, else the newest)."""
     index_seal_max_rows: int = 250_000
     """``VDB_INDEX_SEAL_MAX_ROWS``: most rows in one new segment (bounds one build's duration: vacuum of the
     table waits for a running build)."""
