@@ -25,7 +25,8 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   graph, ~300 rows/s per core), so a few fresh rows are indexed within seconds: each project's rows into the
   segment where it has the most rows, else the newest (``_trickle_label``).
 - **Merge.** When a project is searched through more than ``max_segments`` index segments, its smallest
-  adjacent pair is merged -- never into a graph of another project's rows (``indexing.merge_policy``: rows
+  adjacent pair is merged (into at most ``MERGED_MAX_SEALS`` x ``seal_max_rows`` rows) -- never into a graph of
+  another project's rows (``indexing.merge_policy``: rows
   inserted late into a graph of others are hard to reach in it); past ``HARD_FACTOR`` x ``max_segments``
   indexes of a dimension the smallest pair whatever it mixes. One index over both label ranges is built beside
   them (no row is rewritten), searches switch to it when valid, then the parts are dropped; never across a
@@ -101,6 +102,9 @@ RECENT_BUILDS = 20
 #: different projects apart, a dimension may stay above max_segments for good: the count (~0.1 s per million
 #: rows) is then taken this often.
 COMPOSITION_TTL_SECONDS = 600.0
+#: A merge builds a graph of at most this many times ``seal_max_rows`` rows, unless the dimension is past the
+#: merge policy's hard limit (``indexing.merge_policy``: larger graphs search worse at the same ef_search).
+MERGED_MAX_SEALS = 2
 #: A project's rows per segment are counted up to this many when choosing where its trickle goes.
 TRICKLE_COUNT_CAP = 100_000
 
@@ -513,7 +517,9 @@ class Indexer:
                 pairs = [
                     (a, b) for a, b in itertools.pairwise(cov) if not any(a.hi < label < b.lo for label in between)
                 ]
-                pick = choose_merge(cov, pairs, state.composition.get(dim), self.max_segments, self.exact_max_rows)
+                composition = state.composition.get(dim)
+                limit = MERGED_MAX_SEALS * self.seal_max_rows
+                pick = choose_merge(cov, pairs, composition, self.max_segments, self.exact_max_rows, limit)
                 if pick is not None:
                     a, b = pick
                     name = qs.segment_index_name(dim, a.lo, b.hi)

@@ -12,7 +12,11 @@ that. Such a merge is *mixing* (``late_minority``) and is not done.
 
 Merges are what bounds the HNSW arms of one project's searches: a merge is due when some project is
 *significant* (would get an HNSW arm: ``significant``) in more than ``max_segments`` index segments; then the
-smallest adjacent non-mixing pair in which such a project is significant on both sides is merged. Segments of
+smallest adjacent non-mixing pair in which such a project is significant on both sides is merged -- if the
+merged graph would hold at most ``max_rows`` rows (the indexer: twice ``seal_max_rows``, 500k by default): a
+larger graph searches *worse* at the same ef_search (bench/layout.py: one 1M graph 0.983 recall@10 at ef 150,
+two 500k graphs 0.9965; bench/scale.py run G: 0.969 after a 1M merge of big's halves, 0.996 before) and costs
+ten minutes of build. Segments of
 different projects are left apart: another project's segment costs a search one exact arm of none of its rows.
 Only when a dimension has more than ``HARD_FACTOR`` x ``max_segments`` index segments (every search plans and
 reads more arms, the planner weighs more partial indexes) is the smallest pair merged whatever it mixes, as
@@ -107,9 +111,10 @@ def choose_merge(
     composition: Composition | None,
     max_segments: int,
     exact_max_rows: int,
+    max_rows: int | None = None,
 ) -> tuple[SegmentIndex, SegmentIndex] | None:
     """The adjacent pair of ``cover`` (among the allowed ``pairs``) to merge now, or None (see the module
-    docstring)."""
+    docstring; ``max_rows`` None: no size limit)."""
     if not pairs or len(cover) <= max_segments:
         return None
 
@@ -132,5 +137,5 @@ def choose_merge(
             for x in over
         )
 
-    candidates = [p for p in clean if joins_spread(p)]
+    candidates = [p for p in clean if joins_spread(p) and (max_rows is None or size(p) <= max_rows)]
     return min(candidates, key=size) if candidates else None
