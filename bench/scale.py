@@ -408,6 +408,13 @@ async def diagnose(dsn: str, projects: dict[str, np.ndarray[Any, Any]], dims: in
         await pool.close()
 
 
+def exact_truth(project: str, total: int, stored: int, dims: int, queries: np.ndarray[Any, Any]) -> list[set[str]]:
+    """The text_ids of each query's exact top-K among the ``stored`` rows of ``project``."""
+    x = np.concatenate([rows_of(project, total, dims, s, min(BATCH, stored - s)) for s in range(0, stored, BATCH)])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return [{f"{project}-{i}" for i in np.argsort(-(x @ (v / np.linalg.norm(v))))[:K]} for v in queries]
+
+
 async def ef_sweep(dsn: str, sizes: dict[str, int], dims: int, efs: list[int], n: int) -> None:
     """recall@10 and the statement's p50 per ``hnsw.ef_search`` in each project, on ``n`` held-out queries
     (fresh draws from its clusters), with the plan the service chooses now (run directly, no gRPC): what a
@@ -428,13 +435,10 @@ async def ef_sweep(dsn: str, sizes: dict[str, int], dims: int, efs: list[int], n
                 if pid is None:
                     continue
                 stored = await conn.fetchval("SELECT count(*) FROM embeddings WHERE project_id = $1", pid)
-                x = np.concatenate(
-                    [rows_of(project, total, dims, s, min(BATCH, stored - s)) for s in range(0, stored, BATCH)]
-                )
-                x /= np.linalg.norm(x, axis=1, keepdims=True)
                 queries = draw(centres_for(project, max(1, total // 1000), dims), n, seed=999)
-                truth = [{f"{project}-{i}" for i in np.argsort(-(x @ (v / np.linalg.norm(v))))[:K]} for v in queries]
-                del x
+                # In a thread: the sampler's searches run on this event loop meanwhile (seconds of numpy here
+                # once showed up as a 4.7-s "search" in the time series).
+                truth = await asyncio.to_thread(exact_truth, project, total, stored, dims, queries)
                 plan = await searcher.plan_for(conn, pid, dims, K)
                 sql = qs.search_sql(plan, dims, 0, 0, include_text=False, include_metadata=False)
                 print(f"  ef sweep, {project} ({stored:,} rows; {describe_plan(plan)}), {n} held-out queries:")
