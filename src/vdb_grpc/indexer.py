@@ -26,11 +26,10 @@ uploads cost no HNSW maintenance. This task, running in every server process, ca
   segment where it has the most rows, else the newest (``_trickle_label``).
 - **Merge.** When a project is searched through more than ``max_segments`` index segments, its smallest
   adjacent pair is merged (into at most ``MERGED_MAX_SEALS`` x ``seal_max_rows`` rows) -- never into a graph of
-  another project's rows (``indexing.merge_policy``: rows
-  inserted late into a graph of others are hard to reach in it); past ``HARD_FACTOR`` x ``max_segments``
-  indexes of a dimension the smallest pair whatever it mixes. One index over both label ranges is built beside
-  them (no row is rewritten), searches switch to it when valid, then the parts are dropped; never across a
-  segment between them that has no index yet.
+  another project's rows (``indexing.merge_policy``: rows inserted late into a graph of others are hard to reach
+  in it); past ``HARD_FACTOR`` x ``max_segments`` indexes of a dimension the smallest pair whatever it mixes.
+  One index over both label ranges is built beside them (no row is rewritten), searches switch to it when
+  valid, then the parts are dropped; never across a segment between them that has no index yet.
 - **Giving way.** A running build is cancelled (and tried again later) when rows that no index serves wait for
   work behind it (``_build_yields``): a merge gives way to any fresh work -- unless it is about to finish, or
   a project it joins is already searched through twice ``max_segments`` segments (merges must not starve under

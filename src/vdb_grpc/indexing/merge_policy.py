@@ -16,8 +16,8 @@ smallest adjacent non-mixing pair in which such a project is significant on both
 merged graph would hold at most ``max_rows`` rows (the indexer: twice ``seal_max_rows``, 500k by default): a
 larger graph searches *worse* at the same ef_search (bench/layout.py: one 1M graph 0.983 recall@10 at ef 150,
 two 500k graphs 0.9965; bench/scale.py run G: 0.969 after a 1M merge of big's halves, 0.996 before) and costs
-ten minutes of build. Segments of
-different projects are left apart: another project's segment costs a search one exact arm of none of its rows.
+ten minutes of build. Segments of different projects are left apart: another project's segment costs a search
+one exact arm over none of its rows.
 Only when a dimension has more than ``HARD_FACTOR`` x ``max_segments`` index segments (every search plans and
 reads more arms, the planner weighs more partial indexes) is the smallest pair merged whatever it mixes, as
 before. Without the projects' row counts (``composition`` None) the smallest pair is merged, as before.
@@ -42,13 +42,18 @@ HARD_FACTOR = 4
 Composition = Mapping[int, Mapping[int, int]]
 
 
-def rows_by_project(segment: SegmentIndex, composition: Composition) -> Counter[int]:
-    """Rows per project in ``segment``'s label range."""
+def rows_in(lo: int, hi: int, composition: Composition) -> Counter[int]:
+    """Rows per project in the labels ``lo``..``hi``."""
     total: Counter[int] = Counter()
     for label, projects in composition.items():
-        if segment.lo <= label <= segment.hi:
+        if lo <= label <= hi:
             total.update(projects)
     return total
+
+
+def rows_by_project(segment: SegmentIndex, composition: Composition) -> Counter[int]:
+    """Rows per project in ``segment``'s label range."""
+    return rows_in(segment.lo, segment.hi, composition)
 
 
 def significant(rows: int, segment_rows: int, exact_max_rows: int) -> bool:
@@ -100,8 +105,7 @@ def merge_must_finish(
     if composition is None:
         return len(cover) >= 2 * max_segments
     spread = spread_of(cover, composition, exact_max_rows)
-    merged = SegmentIndex("", 0, lo, hi, sum(s.rows for s in cover if lo <= s.lo and s.hi <= hi), True)
-    joined = [p for p, rows in rows_by_project(merged, composition).items() if significant(rows, 1, exact_max_rows)]
+    joined = [p for p, rows in rows_in(lo, hi, composition).items() if rows > exact_max_rows]
     return any(spread[p] >= 2 * max_segments for p in joined)
 
 
